@@ -1,0 +1,304 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * odp_hmm: On-Demand Paging of user memory for a DMA device, through HMM and
+ * the two-step (IOVA) DMA API. This header is the one source of truth for the
+ * ioctl ABI of /dev/odp_hmm; the module and the Rust userspace crate follow it.
+ *
+ * Rules every structure here keeps:
+ *   - only __u32 and __u64 fields, naturally aligned, no implicit padding, so
+ *     32-bit and 64-bit callers share one layout;
+ *   - the first field is @version, which must be ODP_HMM_ABI_VERSION;
+ *     a later ABI grows a structure at its end and bumps the version;
+ *   - every flags field rejects unknown bits, every reserved field must be 0.
+ *
+ * Errors (as -1 and errno):
+ *   EINVAL      malformed argument: unaligned address, zero or unaligned
+ *               length, unknown flag bits, reserved field not zero
+ *   EPROTONOSUPPORT  @version is not ODP_HMM_ABI_VERSION
+ *   EOVERFLOW   address + length wraps or leaves the user address space
+ *   EFAULT      the range is not (fully) backed by a mapping, or a user
+ *               pointer cannot be accessed
+ *   ERANGE      a sub-range is not inside the registration it names
+ *   ENOENT      unknown handle (also on a second unregister)
+ *   E2BIG       snapshot of more than ODP_HMM_SNAPSHOT_MAX_PAGES pages,
+ *               device copy longer than ODP_HMM_DMA_MAX_LEN
+ *   EPERM       write access to a read-only registration or mapping; a debug
+ *               ioctl that the module was not loaded to allow; an ioctl from
+ *               a process other than the one that opened the device
+ *   ESRCH       the registered address space has exited
+ *   EOPNOTSUPP  the DMA device has no copy engine (see ODP_HMM_INFO_COPY_ENGINE)
+ *   EREMOTEIO   a page is PCI peer memory that the DMA device cannot reach
+ *               (no P2P path in the topology)
+ *   ENODEV      the DMA device is gone
+ *   EBUSY       the range kept changing under the fault for a whole second
+ *   ETIMEDOUT   the device did not finish a copy
+ *   ENOTTY      unknown ioctl
+ */
+#ifndef _UAPI_LINUX_ODP_HMM_H
+#define _UAPI_LINUX_ODP_HMM_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define ODP_HMM_DEVICE_PATH		"/dev/odp_hmm"
+#define ODP_HMM_ABI_VERSION		1
+
+/* Largest snapshot (pages) and device copy (bytes) one ioctl accepts. */
+#define ODP_HMM_SNAPSHOT_MAX_PAGES	(1U << 20)
+#define ODP_HMM_DMA_MAX_LEN		4096U
+
+/* struct odp_hmm_info::flags */
+#define ODP_HMM_INFO_COPY_ENGINE	(1U << 0) /* the device can copy (edu) */
+#define ODP_HMM_INFO_IOVA		(1U << 1) /* IOVA (two-step) mode usable */
+#define ODP_HMM_INFO_DEBUG_RAW_DMA	(1U << 2) /* ODP_HMM_DMA_SRC_RAW_IOVA allowed */
+
+/* struct odp_hmm_info::domain_type: the DMA device's IOMMU domain. */
+#define ODP_HMM_DOMAIN_NONE		0 /* no IOMMU: dma-direct */
+#define ODP_HMM_DOMAIN_IDENTITY		1 /* passthrough */
+#define ODP_HMM_DOMAIN_DMA		2 /* translated, strict invalidation */
+#define ODP_HMM_DOMAIN_DMA_FQ		3 /* translated, lazy (flush queue) */
+#define ODP_HMM_DOMAIN_OTHER		4
+
+/* Mapping backends (module parameter "backend", struct odp_hmm_register). */
+#define ODP_HMM_BACKEND_DEFAULT		0 /* in: the module parameter's choice */
+#define ODP_HMM_BACKEND_RUST		1 /* the Rust manager (batched links) */
+#define ODP_HMM_BACKEND_KERNEL		2 /* the kernel's hmm_dma_map_pfn() */
+#define ODP_HMM_BACKEND_LEGACY		3 /* dma_map_phys() per page, stored */
+#define ODP_HMM_BACKEND_NONE		4 /* fault only, map nothing (floor) */
+
+/* struct odp_hmm_register::dma_mode */
+#define ODP_HMM_DMA_MODE_NONE		0 /* ODP_HMM_BACKEND_NONE */
+#define ODP_HMM_DMA_MODE_IOVA		1 /* one IOVA window, pages linked */
+#define ODP_HMM_DMA_MODE_MAP		2 /* dma_map_phys() per page (fallback) */
+
+/**
+ * struct odp_hmm_info - what the module drives (ODP_HMM_IOC_INFO)
+ * @version:	in: ODP_HMM_ABI_VERSION
+ * @flags:	out: ODP_HMM_INFO_*
+ * @pci_segment: out: PCI address of the DMA device: segment (domain),
+ * @pci_bus:	out: bus,
+ * @pci_devfn:	out: device << 3 | function
+ * @pci_vendor:	out: PCI vendor id
+ * @pci_device:	out: PCI device id
+ * @domain_type: out: ODP_HMM_DOMAIN_*
+ * @backend:	out: default backend (ODP_HMM_BACKEND_*)
+ * @page_size:	out: PAGE_SIZE of the kernel
+ * @dma_mask:	out: the device's streaming DMA mask
+ */
+struct odp_hmm_info {
+	__u32 version;
+	__u32 flags;
+	__u32 pci_segment;
+	__u32 pci_bus;
+	__u32 pci_devfn;
+	__u32 pci_vendor;
+	__u32 pci_device;
+	__u32 domain_type;
+	__u32 backend;
+	__u32 page_size;
+	__u64 dma_mask;
+};
+
+/* struct odp_hmm_register::flags */
+#define ODP_HMM_ACCESS_READ		(1U << 0) /* device may read (required) */
+#define ODP_HMM_ACCESS_WRITE		(1U << 1) /* device may write */
+
+/**
+ * struct odp_hmm_register - register a range for ODP (ODP_HMM_IOC_REGISTER)
+ * @version:	in: ODP_HMM_ABI_VERSION
+ * @flags:	in: ODP_HMM_ACCESS_*; READ is required
+ * @addr:	in: page-aligned start in the caller's address space
+ * @length:	in: page-aligned length, not 0; the whole range must be mapped
+ *		when it is registered (it may be unmapped later)
+ * @backend:	in: ODP_HMM_BACKEND_*; out: the backend used
+ * @dma_mode:	out: ODP_HMM_DMA_MODE_*
+ * @handle:	out: names the registration in later calls; never 0
+ * @iova_base:	out: DMA address of @addr in IOVA mode, else 0
+ *
+ * Nothing is faulted or mapped at registration: pages are mapped by
+ * ODP_HMM_IOC_FAULT or by a device access (ODP_HMM_IOC_DMA).
+ */
+struct odp_hmm_register {
+	__u32 version;
+	__u32 flags;
+	__u64 addr;
+	__u64 length;
+	__u32 backend;
+	__u32 dma_mode;
+	__u64 handle;
+	__u64 iova_base;
+};
+
+/**
+ * struct odp_hmm_unregister - drop a registration (ODP_HMM_IOC_UNREGISTER)
+ * @version:	in: ODP_HMM_ABI_VERSION
+ * @reserved:	in: 0
+ * @handle:	in: from ODP_HMM_IOC_REGISTER
+ *
+ * Unmaps every page and releases the IOVA window.
+ */
+struct odp_hmm_unregister {
+	__u32 version;
+	__u32 reserved;
+	__u64 handle;
+};
+
+/* struct odp_hmm_fault::flags */
+#define ODP_HMM_FAULT_WRITE		(1U << 0) /* fault for write, map writable */
+#define ODP_HMM_FAULT_NO_FAULT		(1U << 1) /* map only pages already present */
+
+/**
+ * struct odp_hmm_fault - fault and map a sub-range (ODP_HMM_IOC_FAULT)
+ * @version:	in: ODP_HMM_ABI_VERSION
+ * @flags:	in: ODP_HMM_FAULT_*; without WRITE the pages are mapped
+ *		readable only (prefetch), even in a writable registration
+ * @handle:	in: the registration
+ * @addr:	in: page-aligned start, inside the registration
+ * @length:	in: page-aligned length, not 0, inside the registration
+ * @pages_mapped: out: pages this call newly mapped for the device
+ * @pages_valid:	out: pages of the sub-range mapped after the call
+ */
+struct odp_hmm_fault {
+	__u32 version;
+	__u32 flags;
+	__u64 handle;
+	__u64 addr;
+	__u64 length;
+	__u64 pages_mapped;
+	__u64 pages_valid;
+};
+
+/* struct odp_hmm_page::flags */
+#define ODP_HMM_PAGE_VALID		(1U << 0) /* a page is known for this address */
+#define ODP_HMM_PAGE_WRITE		(1U << 1) /* mapped for device writes */
+#define ODP_HMM_PAGE_DMA_MAPPED		(1U << 2) /* the device can reach it */
+#define ODP_HMM_PAGE_P2P		(1U << 3) /* peer memory, via the host bridge */
+#define ODP_HMM_PAGE_P2P_BUS		(1U << 4) /* peer memory, PCI bus address */
+
+/**
+ * struct odp_hmm_page - the device's view of one page (snapshot entry)
+ * @dma_addr:	DMA address of the page when ODP_HMM_PAGE_DMA_MAPPED, else 0
+ * @flags:	ODP_HMM_PAGE_*
+ * @order:	log2 of the pages mapped as one unit with this one (9: a 2 MiB
+ *		THP linked whole); 0 for a single page
+ */
+struct odp_hmm_page {
+	__u64 dma_addr;
+	__u32 flags;
+	__u32 order;
+};
+
+/**
+ * struct odp_hmm_snapshot - read per-page state (ODP_HMM_IOC_SNAPSHOT)
+ * @version:	in: ODP_HMM_ABI_VERSION
+ * @flags:	in: 0
+ * @handle:	in: the registration
+ * @addr:	in: page-aligned start, inside the registration
+ * @npages:	in: entries in @pages, 1..ODP_HMM_SNAPSHOT_MAX_PAGES; the
+ *		pages must lie inside the registration
+ * @pages:	in: user pointer to struct odp_hmm_page[@npages]
+ *
+ * Faults nothing. Large snapshots are taken in chunks, each consistent.
+ */
+struct odp_hmm_snapshot {
+	__u32 version;
+	__u32 flags;
+	__u64 handle;
+	__u64 addr;
+	__u64 npages;
+	__u64 pages;
+};
+
+/**
+ * struct odp_hmm_stats - counters (ODP_HMM_IOC_STATS)
+ * @version:	in: ODP_HMM_ABI_VERSION
+ * @reserved:	in: 0
+ * @handle:	in: a registration, or 0 for every registration this open
+ *		file ever had (unregistered ones included)
+ * @faults:	out: fault calls and device page faults that ran hmm_range_fault()
+ * @pages_faulted: out: pages hmm_range_fault() reported valid
+ * @pages_mapped: out: pages made reachable by the device
+ * @pages_unmapped: out: pages made unreachable again
+ * @invalidations: out: invalidation callbacks that unmapped something
+ * @invalidations_ignored: out: invalidation callbacks that touched nothing
+ * @fault_retries: out: faults repeated because the range changed
+ * @link_calls:	out: dma_iova_link() (IOVA) or dma_map_phys() calls
+ * @sync_calls:	out: dma_iova_sync() calls
+ * @unlink_calls: out: dma_iova_unlink() or dma_unmap_phys() calls
+ * @p2p_host_bridge_pages: out: pages mapped as PCI peer memory via the host bridge
+ * @p2p_bus_pages: out: pages mapped as PCI peer memory by bus address
+ * @p2p_refused_pages: out: peer pages the topology could not reach
+ * @iova_bytes:	out: IOVA space reserved now
+ * @bookkeeping_bytes: out: kernel memory held now for per-page state
+ * @pages_now:	out: pages mapped now
+ * @registrations: out: registrations alive now
+ */
+struct odp_hmm_stats {
+	__u32 version;
+	__u32 reserved;
+	__u64 handle;
+	__u64 faults;
+	__u64 pages_faulted;
+	__u64 pages_mapped;
+	__u64 pages_unmapped;
+	__u64 invalidations;
+	__u64 invalidations_ignored;
+	__u64 fault_retries;
+	__u64 link_calls;
+	__u64 sync_calls;
+	__u64 unlink_calls;
+	__u64 p2p_host_bridge_pages;
+	__u64 p2p_bus_pages;
+	__u64 p2p_refused_pages;
+	__u64 iova_bytes;
+	__u64 bookkeeping_bytes;
+	__u64 pages_now;
+	__u64 registrations;
+};
+
+/* struct odp_hmm_dma::flags */
+#define ODP_HMM_DMA_SRC_DEVBUF		(1U << 0) /* src_addr: offset in the device buffer */
+#define ODP_HMM_DMA_DST_DEVBUF		(1U << 1) /* dst_addr: offset in the device buffer */
+#define ODP_HMM_DMA_SRC_RAW_IOVA	(1U << 2) /* src_addr: a raw DMA address (debug) */
+
+/**
+ * struct odp_hmm_dma - let the device copy memory (ODP_HMM_IOC_DMA)
+ * @version:	in: ODP_HMM_ABI_VERSION
+ * @flags:	in: ODP_HMM_DMA_*; at most one of the SRC flags
+ * @src_handle:	in: registration of the source (unless a SRC flag is set)
+ * @src_addr:	in: user address in it, device-buffer offset, or raw IOVA
+ * @dst_handle:	in: registration of the destination (unless DST_DEVBUF)
+ * @dst_addr:	in: user address in it, or device-buffer offset
+ * @length:	in: bytes, 1..ODP_HMM_DMA_MAX_LEN; device-buffer ranges must
+ *		stay inside its ODP_HMM_DMA_MAX_LEN bytes
+ * @faults:	out: pages the device found unmapped and faulted first
+ *
+ * The device reads and writes through the IOMMU. As a NIC with ODP would,
+ * it faults in (and maps) pages that are not mapped, writable ones for the
+ * destination, before it moves the data. A registered-to-registered copy
+ * goes through the device buffer. ODP_HMM_DMA_SRC_RAW_IOVA reads a DMA address
+ * nobody checked, to prove that an unmapped page is gone from the IOMMU; it
+ * needs the module parameter debug_raw_dma=1 and CAP_SYS_RAWIO.
+ */
+struct odp_hmm_dma {
+	__u32 version;
+	__u32 flags;
+	__u64 src_handle;
+	__u64 src_addr;
+	__u64 dst_handle;
+	__u64 dst_addr;
+	__u64 length;
+	__u64 faults;
+};
+
+#define ODP_HMM_IOC_MAGIC		0xB9
+
+#define ODP_HMM_IOC_INFO	_IOWR(ODP_HMM_IOC_MAGIC, 0x00, struct odp_hmm_info)
+#define ODP_HMM_IOC_REGISTER	_IOWR(ODP_HMM_IOC_MAGIC, 0x01, struct odp_hmm_register)
+#define ODP_HMM_IOC_UNREGISTER	_IOW(ODP_HMM_IOC_MAGIC, 0x02, struct odp_hmm_unregister)
+#define ODP_HMM_IOC_FAULT	_IOWR(ODP_HMM_IOC_MAGIC, 0x03, struct odp_hmm_fault)
+#define ODP_HMM_IOC_SNAPSHOT	_IOW(ODP_HMM_IOC_MAGIC, 0x04, struct odp_hmm_snapshot)
+#define ODP_HMM_IOC_STATS	_IOWR(ODP_HMM_IOC_MAGIC, 0x05, struct odp_hmm_stats)
+#define ODP_HMM_IOC_DMA		_IOWR(ODP_HMM_IOC_MAGIC, 0x06, struct odp_hmm_dma)
+
+#endif /* _UAPI_LINUX_ODP_HMM_H */

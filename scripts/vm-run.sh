@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boots the test kernel under QEMU (virtme-ng, TCG) on q35 with an emulated Intel IOMMU and the
+# QEMU `edu` DMA device, loads odp_hmm, runs one command in the guest and returns its exit code.
+# Afterwards it scans the guest's kernel log and kmemleak and fails the run on any report
+# (WARNING, BUG, Oops, lockdep, KFENCE, kmemleak, DMA-API, IOMMU fault), printing it.
+#
+# Usage: scripts/vm-run.sh [options] [--] COMMAND [ARG...]
+#   --topology NAME   devices and CPU model (default: edu):
+#                       edu           edu on the q35 root complex, -cpu EPYC
+#                       p2p-rc        edu + nvme (16 MiB CMB) on the root complex, -cpu EPYC
+#                       p2p-rc-intel  the same with -cpu Skylake-Client
+#                       p2p-switch    edu + nvme behind one PCIe switch, ACS redirect off
+#   --append ARGS     extra kernel command line (e.g. iommu.passthrough=1)
+#   --qemu ARGS       extra QEMU arguments
+#   --module-args A   arguments for insmod odp_hmm.ko
+#   --no-module       do not load odp_hmm
+#   --module PATH     the module to load (default: ./odp_hmm.ko of the repository)
+#   --kernel DIR      kernel build tree (default: the cached test kernel)
+#   --memory SIZE     guest memory (default: 2G)
+#   --keep DIR        keep the guest's logs (dmesg.txt, kmemleak.txt) in DIR
+#
+# IOMMU faults (DMAR lines) are expected only between the markers a test writes to /dev/kmsg:
+#   "odp_hmm-test: expect iommu fault begin" ... "odp_hmm-test: expect iommu fault end";
+# there at least one must appear, anywhere else none may.
+#
+# KVM is off (nested KVM hangs on this kind of machine); ODP_HMM_KVM=1 turns it on.
+
+. "$(dirname "$0")/lib.sh"
+
+topology=edu
+append=
+qemu_extra=
+module_args=
+load_module=1
+module=$ODP_TOP/odp_hmm.ko
+kernel=
+memory=2G
+keep=
+
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--topology) topology=$2; shift 2 ;;
+	--append) append="$append $2"; shift 2 ;;
+	--qemu) qemu_extra="$qemu_extra $2"; shift 2 ;;
+	--module-args) module_args=$2; shift 2 ;;
+	--no-module) load_module=0; shift ;;
+	--module) module=$2; shift 2 ;;
+	--kernel) kernel=$2; shift 2 ;;
+	--memory) memory=$2; shift 2 ;;
+	--keep) keep=$2; shift 2 ;;
+	--) shift; break ;;
+	-*) die "unknown option $1" ;;
+	*) break ;;
+	esac
+done
+[ $# -gt 0 ] || die "no command to run in the guest"
+[ -n "$kernel" ] || kernel=$("$ODP_TOP/scripts/kernel.sh" dir test)
+[ -f "$kernel/arch/x86/boot/bzImage" ] || die "no kernel in $kernel: run scripts/setup.sh"
+[ "$load_module" = 0 ] || [ -f "$module" ] || die "$module missing: run make first"
+
+# An AMD Zen guest CPU: Linux lets peer-to-peer DMA cross its host bridge. The features TCG cannot
+# emulate are turned off rather than warned about at every boot.
+EPYC="EPYC,-fxsr-opt,-misalignsse,-osvw,-topoext,-nrip-save,-xsavec"
+
+# The IOMMU comes first: devices created before it would not be translated.
+qemu="-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on,caching-mode=on"
+edu="-device edu,dma_mask=0xffffffffffffffff"
+nvme_disk=
+case "$topology" in
+edu)
+	qemu="$qemu -cpu $EPYC $edu" ;;
+p2p-rc | p2p-rc-intel | p2p-switch)
+	nvme_disk=$(mktemp /tmp/odp-nvme.XXXXXX)
+	truncate -s 16M "$nvme_disk"
+	nvme="-drive file=$nvme_disk,if=none,id=nvm0,format=raw -device nvme,serial=odp0,drive=nvm0,cmb_size_mb=16"
+	case "$topology" in
+	p2p-rc) qemu="$qemu -cpu $EPYC $edu $nvme" ;;
+	p2p-rc-intel) qemu="$qemu -cpu Skylake-Client $edu $nvme" ;;
+	p2p-switch)
+		qemu="$qemu -cpu $EPYC -device pcie-root-port,id=rp1,chassis=1,slot=1"
+		qemu="$qemu -device x3130-upstream,id=up1,bus=rp1"
+		qemu="$qemu -device xio3130-downstream,id=dn1,bus=up1,chassis=2,slot=1"
+		qemu="$qemu -device xio3130-downstream,id=dn2,bus=up1,chassis=3,slot=2"
+		qemu="$qemu ${edu},bus=dn2 ${nvme},bus=dn1"
+		;;
+	esac
+	;;
+*) die "unknown topology '$topology'" ;;
+esac
+
+results=$(mktemp -d /tmp/odp-vm.XXXXXX)
+cleanup() {
+	rm -rf "$results"
+	[ -z "$nvme_disk" ] || rm -f "$nvme_disk"
+}
+trap cleanup EXIT
+
+printf '%q ' "$@" >"$results/cmd"
+{
+	echo "ODP_TOP=$(printf '%q' "$ODP_TOP")"
+	echo "MODULE=$([ "$load_module" = 1 ] && printf '%q' "$module")"
+	echo "MODULE_ARGS=$(printf '%q' "$module_args")"
+} >"$results/env"
+
+kvm_opt=--disable-kvm
+[ "${ODP_HMM_KVM:-0}" = 1 ] && kvm_opt=
+
+set +e
+# shellcheck disable=SC2086
+timeout --foreground 1800 vng --run "$kernel/arch/x86/boot/bzImage" --disable-microvm $kvm_opt \
+	--memory "$memory" --cpus 2 --rwdir="$results" \
+	--append "intel_iommu=on iommu.strict=1 $append" \
+	--qemu-opts="$qemu $qemu_extra" \
+	--exec "bash $ODP_TOP/scripts/guest-run.sh $results" </dev/null
+rc=$?
+set -e
+
+[ -z "$keep" ] || { mkdir -p "$keep" && cp "$results"/*.txt "$keep"/ 2>/dev/null || true; }
+
+if [ ! -f "$results/rc" ]; then
+	log "the guest did not finish (vng returned $rc): crash, panic or timeout"
+	[ ! -f "$results/dmesg.txt" ] || tail -n 60 "$results/dmesg.txt" >&2
+	exit 125
+fi
+rc=$(cat "$results/rc")
+if ! "$ODP_TOP/scripts/scan-kernel-log.sh" "$results/dmesg.txt" "$results/kmemleak.txt"; then
+	log "the guest kernel log has reports (above): this run failed whatever the command printed"
+	exit 124
+fi
+exit "$rc"

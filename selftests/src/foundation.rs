@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The device node and the module's lifecycle.
+
+use std::{
+    env, fs,
+    os::unix::fs::{
+        FileTypeExt,
+        MetadataExt,
+        PermissionsExt, //
+    },
+};
+
+use odp_hmm_uapi::*;
+
+use crate::{
+    check, check_eq,
+    ktap::{
+        Test,
+        TestResult, //
+    },
+    skip,
+    util::*,
+};
+
+/// The tests of this group.
+pub const TESTS: &[&Test] = &[
+    &Test {
+        name: "device_node_mode_0600_root",
+        run: device_node_mode,
+    },
+    &Test {
+        name: "unprivileged_open_refused",
+        run: unprivileged_open_refused,
+    },
+    &Test {
+        name: "unknown_ioctl_enotty",
+        run: unknown_ioctl_enotty,
+    },
+    &Test {
+        name: "info_reports_device_and_domain",
+        run: info_reports_device,
+    },
+    &Test {
+        name: "unload_with_open_device_refused",
+        run: unload_with_open_device,
+    },
+    &Test {
+        name: "load_unload_20_times",
+        run: load_unload_20_times,
+    },
+];
+
+fn device_node_mode() -> TestResult {
+    let meta = fs::metadata(ODP_HMM_DEVICE_PATH)?;
+    check!(
+        meta.file_type().is_char_device(),
+        "{ODP_HMM_DEVICE_PATH} is not a character device"
+    );
+    check_eq!(
+        meta.permissions().mode() & 0o7777,
+        0o600,
+        "mode of {ODP_HMM_DEVICE_PATH}"
+    );
+    check_eq!(meta.uid(), 0, "owner of {ODP_HMM_DEVICE_PATH}");
+    check_eq!(meta.gid(), 0, "group of {ODP_HMM_DEVICE_PATH}");
+    Ok(())
+}
+
+fn unprivileged_open_refused() -> TestResult {
+    let code = in_child(|| {
+        // SAFETY: Plain syscalls in the forked child.
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return 2;
+            }
+        }
+        match Device::open() {
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => 0,
+            Err(_) => 3,
+            Ok(_) => 1,
+        }
+    })?;
+    check!(code != 2, "could not drop privileges in the child");
+    check!(
+        code != 1,
+        "an unprivileged process opened {ODP_HMM_DEVICE_PATH}"
+    );
+    check_eq!(
+        code,
+        0,
+        "child exit code (3: open failed with another errno than EACCES)"
+    );
+    Ok(())
+}
+
+fn unknown_ioctl_enotty() -> TestResult {
+    let dev = Device::open()?;
+    let mut arg = [0u64; 16];
+    // Unknown number in the module's magic, an unknown magic, and a known number with a wrong size.
+    let unknown_nr = (3 << 30) | (8 << 16) | (ODP_HMM_IOC_MAGIC << 8) | 0x7f;
+    let foreign = (3 << 30) | (8 << 16) | (0x42 << 8) | 0x01;
+    let wrong_size = ODP_HMM_IOC_INFO ^ (1 << 16);
+    for cmd in [unknown_nr, foreign, wrong_size] {
+        // SAFETY: The module does not know these ioctls; `arg` is large enough anyway.
+        let r = unsafe { dev.raw_ioctl(cmd, &mut arg) };
+        expect_errno(r, libc::ENOTTY, &format!("ioctl {cmd:#x}"))?;
+    }
+    // The device still answers.
+    dev.info()?;
+    Ok(())
+}
+
+fn info_reports_device() -> TestResult {
+    let info = Device::open()?.info()?;
+    check_eq!(info.version, ODP_HMM_ABI_VERSION, "version");
+    check_eq!(info.page_size as usize, page_size(), "page size");
+    let edu = info.pci_vendor == 0x1234 && info.pci_device == 0x11e8;
+    check!(
+        !edu || info.flags & ODP_HMM_INFO_COPY_ENGINE != 0,
+        "the edu device is in use but no copy engine is reported"
+    );
+    let bdf = format!(
+        "{:04x}:{:02x}:{:02x}.{:x}",
+        info.pci_segment,
+        info.pci_bus,
+        info.pci_devfn >> 3,
+        info.pci_devfn & 7
+    );
+    let vendor = fs::read_to_string(format!("/sys/bus/pci/devices/{bdf}/vendor"))?;
+    check_eq!(
+        vendor.trim(),
+        format!("{:#06x}", info.pci_vendor),
+        "vendor of {bdf} in sysfs"
+    );
+    let group_type = fs::read_to_string(format!("/sys/bus/pci/devices/{bdf}/iommu_group/type"))
+        .unwrap_or_default();
+    let expected = match group_type.trim() {
+        "DMA" => ODP_HMM_DOMAIN_DMA,
+        "DMA-FQ" => ODP_HMM_DOMAIN_DMA_FQ,
+        "identity" => ODP_HMM_DOMAIN_IDENTITY,
+        "" => ODP_HMM_DOMAIN_NONE,
+        _ => ODP_HMM_DOMAIN_OTHER,
+    };
+    check_eq!(
+        info.domain_type,
+        expected,
+        "domain type (sysfs says {:?})",
+        group_type.trim()
+    );
+    let iova = info.flags & ODP_HMM_INFO_IOVA != 0;
+    check_eq!(
+        iova,
+        expected == ODP_HMM_DOMAIN_DMA || expected == ODP_HMM_DOMAIN_DMA_FQ,
+        "IOVA mode flag"
+    );
+    Ok(())
+}
+
+fn unload_with_open_device() -> TestResult {
+    let dev = Device::open()?;
+    let (code, out) = sh("rmmod odp_hmm");
+    check!(
+        code != 0,
+        "rmmod succeeded while the device was open: {out}"
+    );
+    check!(
+        out.contains("in use"),
+        "rmmod failed for another reason than 'in use': {out}"
+    );
+    // The open device still works.
+    dev.info()?;
+    drop(dev);
+    Ok(())
+}
+
+fn load_unload_20_times() -> TestResult {
+    let Ok(module) = env::var("ODP_HMM_MODULE") else {
+        skip!("ODP_HMM_MODULE is not set (run through scripts/vm-run.sh)");
+    };
+    let args = env::var("ODP_HMM_MODULE_ARGS").unwrap_or_default();
+    for round in 0..20 {
+        let (code, out) = sh("rmmod odp_hmm");
+        check_eq!(code, 0, "round {round}: rmmod: {out}");
+        check!(
+            fs::metadata(ODP_HMM_DEVICE_PATH).is_err(),
+            "round {round}: {ODP_HMM_DEVICE_PATH} outlived the module"
+        );
+        let (code, out) = sh(&format!("insmod {module} {args}"));
+        check_eq!(code, 0, "round {round}: insmod: {out}");
+        // Each load brings the device back, bound to its DMA device.
+        let info = Device::open()?.info()?;
+        check_eq!(info.version, ODP_HMM_ABI_VERSION, "round {round}: info");
+    }
+    Ok(())
+}

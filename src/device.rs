@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `/dev/odp_hmm` character device: one [`OdpFile`] per open file, and its ioctls.
+//!
+//! The ABI is `include/uapi/linux/odp_hmm.h`; the errno of every refusal is documented there.
+//! Registrations belong to the open file and to the address space that opened it: the calls that
+//! take user addresses must come from that address space. Closing the file (or the process
+//! exiting) unregisters everything.
+//!
+//! # Locking
+//!
+//! [`OdpFile::inner`] protects the handle table and the counters of dropped registrations. It is
+//! held only to look a registration up, add or remove one: never across a fault, a device access
+//! or any other lock.
+
+use kernel::{
+    fs::File,
+    miscdevice::{
+        MiscDevice,
+        MiscDeviceRegistration, //
+    },
+    mm::Mm,
+    new_mutex,
+    page::{
+        PAGE_SHIFT,
+        PAGE_SIZE, //
+    },
+    prelude::*,
+    rbtree::RBTree,
+    sync::{
+        aref::ARef,
+        Arc,
+        Mutex, //
+    },
+    transmute::AsBytes,
+    uaccess::UserSlice,
+};
+
+use crate::{
+    dma_copy, dma_device,
+    hmm_dma_map::Backend,
+    kapi::{hmm::Request, mm::task_size, params},
+    odp_umem::{
+        OdpUmem,
+        UmemStats, //
+    },
+    range::{
+        RangeError,
+        UserRange, //
+    },
+    uapi,
+};
+
+/// Snapshot entries gathered under the update lock before they are copied out.
+const SNAPSHOT_CHUNK: usize = 256;
+
+/// The errno of a refused range (see the uAPI header).
+pub(crate) fn range_errno(err: RangeError) -> Error {
+    match err {
+        RangeError::Unaligned | RangeError::Empty => EINVAL,
+        RangeError::Overflow => EOVERFLOW,
+        RangeError::OutOfRegistration => ERANGE,
+    }
+}
+
+/// The registrations of one open file.
+struct FileInner {
+    next_handle: u64,
+    umems: RBTree<u64, Arc<OdpUmem>>,
+    /// Counters of the registrations dropped so far.
+    retired: UmemStats,
+}
+
+/// One open file of `/dev/odp_hmm`.
+#[pin_data(PinnedDrop)]
+pub(crate) struct OdpFile {
+    /// The address space that opened the file; registrations are made in it.
+    mm: ARef<Mm>,
+    #[pin]
+    inner: Mutex<FileInner>,
+}
+
+#[vtable]
+impl MiscDevice for OdpFile {
+    type Ptr = Pin<KBox<Self>>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Self::Ptr> {
+        let current = current!();
+        let mm = current.mm().ok_or(EINVAL)?;
+        KBox::try_pin_init(
+            try_pin_init!(Self {
+                mm: ARef::from(&**mm),
+                inner <- new_mutex!(
+                    FileInner {
+                        next_handle: 1,
+                        umems: RBTree::new(),
+                        retired: UmemStats::default(),
+                    },
+                    "OdpFile::inner"
+                ),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    fn ioctl(me: Pin<&OdpFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        let arg = UserPtr::from_addr(arg);
+        match cmd {
+            uapi::IOC_INFO => me.info(arg),
+            uapi::IOC_REGISTER => me.register(arg),
+            uapi::IOC_UNREGISTER => me.unregister(arg),
+            uapi::IOC_FAULT => me.fault(arg),
+            uapi::IOC_SNAPSHOT => me.snapshot(arg),
+            uapi::IOC_STATS => me.stats(arg),
+            uapi::IOC_DMA => me.dma(arg),
+            _ => Err(ENOTTY),
+        }?;
+        Ok(0)
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for OdpFile {
+    fn drop(self: Pin<&mut Self>) {
+        let umems = core::mem::replace(&mut self.inner.lock().umems, RBTree::new());
+        for umem in umems.values() {
+            retire(umem);
+        }
+    }
+}
+
+/// Tears a registration down: the device stops reaching its pages now; the notifier goes when
+/// the last reference does. Returns its final counters.
+fn retire(umem: &Arc<OdpUmem>) -> UmemStats {
+    umem.device().remove_user(umem);
+    umem.revoke()
+}
+
+impl OdpFile {
+    /// Refuses calls with user addresses from another address space than the opener's.
+    fn check_caller(&self) -> Result {
+        let current = current!();
+        let mm = current.mm().ok_or(EPERM)?;
+        if mm.as_raw() != self.mm.as_raw() {
+            return Err(EPERM);
+        }
+        Ok(())
+    }
+
+    /// The registration named `handle`.
+    fn lookup(&self, handle: u64) -> Result<Arc<OdpUmem>> {
+        self.inner.lock().umems.get(&handle).cloned().ok_or(ENOENT)
+    }
+
+    fn info(&self, arg: UserPtr) -> Result {
+        let _: uapi::Info = uapi::read_arg(arg)?;
+        let info = dma_device::current()?.info();
+        uapi::write_arg(arg, &info)
+    }
+
+    fn register(&self, arg: UserPtr) -> Result {
+        let mut req: uapi::Register = uapi::read_arg(arg)?;
+        if req.flags & !(uapi::ACCESS_READ | uapi::ACCESS_WRITE) != 0
+            || req.flags & uapi::ACCESS_READ == 0
+        {
+            return Err(EINVAL);
+        }
+        let backend = match req.backend {
+            uapi::BACKEND_DEFAULT => Backend::from_uapi(params::backend())?,
+            other => Backend::from_uapi(other)?,
+        };
+        self.check_caller()?;
+        let current = current!();
+        let mm = current.mm().ok_or(EPERM)?;
+        let range = UserRange::new(req.addr, req.length, PAGE_SHIFT as u32, task_size(mm))
+            .map_err(range_errno)?;
+        let dev = dma_device::current()?;
+        let handle = {
+            let mut inner = self.inner.lock();
+            let handle = inner.next_handle;
+            inner.next_handle += 1;
+            handle
+        };
+        let writable = req.flags & uapi::ACCESS_WRITE != 0;
+        let umem = OdpUmem::new(mm, dev, range, writable, backend)?;
+        let (backend, dma_mode, iova_base) = umem.mapping_info()?;
+        req.backend = backend.to_uapi();
+        req.dma_mode = dma_mode;
+        req.handle = handle;
+        req.iova_base = iova_base;
+        if let Err(err) = uapi::write_arg(arg, &req) {
+            retire(&umem);
+            return Err(err);
+        }
+        let mut inner = self.inner.lock();
+        if let Err(err) = inner
+            .umems
+            .try_create_and_insert(handle, umem.clone(), GFP_KERNEL)
+        {
+            drop(inner);
+            retire(&umem);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    fn unregister(&self, arg: UserPtr) -> Result {
+        let req: uapi::Unregister = uapi::read_arg(arg)?;
+        if req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let umem = self.inner.lock().umems.remove(&req.handle).ok_or(ENOENT)?;
+        let last = retire(&umem);
+        add_stats(&mut self.inner.lock().retired, &last);
+        Ok(())
+    }
+
+    fn fault(&self, arg: UserPtr) -> Result {
+        let mut req: uapi::Fault = uapi::read_arg(arg)?;
+        let request = match req.flags {
+            0 => Request::Read,
+            uapi::FAULT_WRITE => Request::Write,
+            uapi::FAULT_NO_FAULT => Request::Snapshot,
+            _ => return Err(EINVAL),
+        };
+        self.check_caller()?;
+        let umem = self.lookup(req.handle)?;
+        let span = umem
+            .range()
+            .sub_range(req.addr, req.length)
+            .map_err(range_errno)?;
+        let done = umem.fault(span, request)?;
+        req.pages_mapped = done.mapped;
+        req.pages_valid = done.valid;
+        uapi::write_arg(arg, &req)?;
+        if done.refused > 0 {
+            return Err(EREMOTEIO);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self, arg: UserPtr) -> Result {
+        let req: uapi::Snapshot = uapi::read_arg(arg)?;
+        if req.flags != 0 || req.npages == 0 {
+            return Err(EINVAL);
+        }
+        if req.npages > u64::from(uapi::SNAPSHOT_MAX_PAGES) {
+            return Err(E2BIG);
+        }
+        self.check_caller()?;
+        let umem = self.lookup(req.handle)?;
+        let len = req.npages.checked_mul(PAGE_SIZE as u64).ok_or(EOVERFLOW)?;
+        let span = umem.range().sub_range(req.addr, len).map_err(range_errno)?;
+        let entry = size_of::<uapi::Page>();
+        // CAST: `npages` is at most `SNAPSHOT_MAX_PAGES`.
+        let out_len = req.npages as usize * entry;
+        let mut out = UserSlice::new(UserPtr::from_addr(req.pages as usize), out_len).writer();
+        let mut buf = KVec::from_elem(
+            uapi::Page {
+                dma_addr: 0,
+                flags: 0,
+                order: 0,
+            },
+            SNAPSHOT_CHUNK.min(span.len()),
+            GFP_KERNEL,
+        )?;
+        for chunk in span.chunks(SNAPSHOT_CHUNK) {
+            let buf = &mut buf[..chunk.len()];
+            umem.snapshot(chunk.first, buf)?;
+            // Copied out with the update lock released: the copy may fault.
+            out.write_slice(buf.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self, arg: UserPtr) -> Result {
+        let mut req: uapi::Stats = uapi::read_arg(arg)?;
+        if req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let (total, live) = if req.handle == 0 {
+            let (mut total, umems) = {
+                let inner = self.inner.lock();
+                let mut umems = KVec::with_capacity(16, GFP_KERNEL)?;
+                for umem in inner.umems.values() {
+                    umems.push(umem.clone(), GFP_KERNEL)?;
+                }
+                (inner.retired, umems)
+            };
+            for umem in umems.iter() {
+                add_stats(&mut total, &umem.stats());
+            }
+            (total, umems.len())
+        } else {
+            (self.lookup(req.handle)?.stats(), 1)
+        };
+        req.faults = total.umem.faults;
+        req.pages_faulted = total.umem.pages_faulted;
+        req.pages_mapped = total.map.pages_mapped;
+        req.pages_unmapped = total.map.pages_unmapped;
+        req.invalidations = total.umem.invalidations;
+        req.invalidations_ignored = total.umem.invalidations_ignored;
+        req.fault_retries = total.umem.fault_retries;
+        req.link_calls = total.map.link_calls;
+        req.sync_calls = total.map.sync_calls;
+        req.unlink_calls = total.map.unlink_calls;
+        req.p2p_host_bridge_pages = total.map.p2p_host_bridge_pages;
+        req.p2p_bus_pages = total.map.p2p_bus_pages;
+        req.p2p_refused_pages = total.map.p2p_refused_pages;
+        req.iova_bytes = total.iova_bytes;
+        req.bookkeeping_bytes = total.bookkeeping_bytes;
+        req.pages_now = total.pages_now;
+        // CAST: A count of registrations fits `u64`.
+        req.registrations = live as u64;
+        uapi::write_arg(arg, &req)
+    }
+
+    fn dma(&self, arg: UserPtr) -> Result {
+        let mut req: uapi::Dma = uapi::read_arg(arg)?;
+        self.check_caller()?;
+        req.faults = dma_copy::copy(&req, |handle| self.lookup(handle))?;
+        uapi::write_arg(arg, &req)
+    }
+}
+
+/// Adds the counters and gauges of `b` to `a`.
+fn add_stats(a: &mut UmemStats, b: &UmemStats) {
+    a.umem.faults += b.umem.faults;
+    a.umem.pages_faulted += b.umem.pages_faulted;
+    a.umem.invalidations += b.umem.invalidations;
+    a.umem.invalidations_ignored += b.umem.invalidations_ignored;
+    a.umem.fault_retries += b.umem.fault_retries;
+    a.map.pages_mapped += b.map.pages_mapped;
+    a.map.pages_unmapped += b.map.pages_unmapped;
+    a.map.link_calls += b.map.link_calls;
+    a.map.sync_calls += b.map.sync_calls;
+    a.map.unlink_calls += b.map.unlink_calls;
+    a.map.p2p_host_bridge_pages += b.map.p2p_host_bridge_pages;
+    a.map.p2p_bus_pages += b.map.p2p_bus_pages;
+    a.map.p2p_refused_pages += b.map.p2p_refused_pages;
+    a.iova_bytes += b.iova_bytes;
+    a.bookkeeping_bytes += b.bookkeeping_bytes;
+    a.pages_now += b.pages_now;
+}

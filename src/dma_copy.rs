@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Device copies (`ODP_HMM_IOC_DMA`): the DMA device reads and writes registered memory through
+//! the IOMMU, with ODP semantics.
+//!
+//! The edu engine copies only between its 4 KiB buffer and a DMA address, so a copy between two
+//! registrations is two transfers through the buffer. Each side is a device access in the ODP
+//! sense ([`OdpUmem::device_access`]): pages the device finds unmapped are faulted in and mapped
+//! first, and the transfer runs under the registration's update lock, so an invalidation waits
+//! until the device is done with the page. The engine lock is held across both transfers: the
+//! buffer is shared.
+
+use kernel::{bindings, prelude::*, sync::Arc};
+
+use crate::{
+    dma_device,
+    edu::{Direction, Engine, BUF_SIZE},
+    kapi::{mm::capable, params},
+    odp_umem::{
+        DmaSeg,
+        OdpUmem, //
+    },
+    uapi,
+};
+
+/// One end of a copy.
+enum End {
+    /// Registered memory: a registration and a user address in it.
+    Memory(Arc<OdpUmem>, u64),
+    /// The device buffer, at an offset.
+    Buffer(usize),
+    /// A raw DMA address nobody checked (source only, debug).
+    RawIova(u64),
+}
+
+/// Runs the copy `req` asks for; `lookup` finds a registration by handle. Returns the number of
+/// pages the device had to fault.
+pub(crate) fn copy(req: &uapi::Dma, lookup: impl Fn(u64) -> Result<Arc<OdpUmem>>) -> Result<u64> {
+    let known = uapi::DMA_SRC_DEVBUF | uapi::DMA_DST_DEVBUF | uapi::DMA_SRC_RAW_IOVA;
+    let src_flags = req.flags & (uapi::DMA_SRC_DEVBUF | uapi::DMA_SRC_RAW_IOVA);
+    if req.flags & !known != 0 || src_flags.count_ones() > 1 || req.length == 0 {
+        return Err(EINVAL);
+    }
+    if req.length > u64::from(uapi::DMA_MAX_LEN) {
+        return Err(E2BIG);
+    }
+    // CAST: At most `DMA_MAX_LEN`.
+    let len = req.length as usize;
+    let buffer = |offset: u64| -> Result<End> {
+        match usize::try_from(offset) {
+            Ok(offset) if offset.checked_add(len).is_some_and(|end| end <= BUF_SIZE) => {
+                Ok(End::Buffer(offset))
+            }
+            _ => Err(ERANGE),
+        }
+    };
+    let src = if req.flags & uapi::DMA_SRC_DEVBUF != 0 {
+        buffer(req.src_addr)?
+    } else if req.flags & uapi::DMA_SRC_RAW_IOVA != 0 {
+        if !params::debug_raw_dma() || !capable(bindings::CAP_SYS_RAWIO) {
+            return Err(EPERM);
+        }
+        End::RawIova(req.src_addr)
+    } else {
+        End::Memory(lookup(req.src_handle)?, req.src_addr)
+    };
+    let dst = if req.flags & uapi::DMA_DST_DEVBUF != 0 {
+        buffer(req.dst_addr)?
+    } else {
+        End::Memory(lookup(req.dst_handle)?, req.dst_addr)
+    };
+    // The buffer offset the data passes through.
+    let staging = match (&src, &dst) {
+        (End::Buffer(_), End::Buffer(_)) => return Err(EINVAL),
+        (_, End::Buffer(offset)) | (End::Buffer(offset), _) => *offset,
+        _ => 0,
+    };
+
+    let dev = dma_device::current()?;
+    for end in [&src, &dst] {
+        if let End::Memory(umem, _) = end {
+            if !Arc::ptr_eq(umem.device(), &dev) {
+                return Err(ENODEV);
+            }
+        }
+    }
+    let engine = dev.engine().lock();
+    let engine = engine.as_ref().ok_or(EOPNOTSUPP)?;
+    let mut faults = 0;
+    match src {
+        End::Memory(umem, addr) => {
+            faults += umem
+                .device_access(addr, len, false, |segs| {
+                    transfer(engine, Direction::ToBuffer, segs, staging)
+                })?
+                .1;
+        }
+        End::RawIova(iova) => engine.transfer(Direction::ToBuffer, iova, staging, len)?,
+        End::Buffer(_) => {}
+    }
+    if let End::Memory(umem, addr) = dst {
+        faults += umem
+            .device_access(addr, len, true, |segs| {
+                transfer(engine, Direction::FromBuffer, segs, staging)
+            })?
+            .1;
+    }
+    Ok(faults)
+}
+
+/// Moves the segments `segs` to or from the buffer, from `offset` on.
+fn transfer(engine: &Engine, dir: Direction, segs: &[DmaSeg], mut offset: usize) -> Result {
+    for seg in segs {
+        engine.transfer(dir, seg.dma_addr, offset, seg.len)?;
+        offset += seg.len;
+    }
+    Ok(())
+}

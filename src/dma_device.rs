@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The device odp_hmm maps memory for, and its lifetime.
+//!
+//! One DMA device is *current* at a time: the `edu` device this module's PCI driver bound, or the
+//! PCI device the `dma_device=` parameter names (mapped for, but not driven: it has no copy
+//! engine). Each registration keeps an [`Arc`] of the device it maps for. When the device goes
+//! away (the edu driver unbinds), every registration still mapping for it is revoked first: its
+//! pages are unmapped and its IOVA window freed before the driver lets go of the device, and later
+//! calls on it fail with `ENODEV`.
+//!
+//! # Locking
+//!
+//! - [`CURRENT`] (global mutex): which device is current. Nothing else is taken under it.
+//! - [`DmaDevice::engine`] (mutex): the copy engine and its buffer, held for a whole device copy.
+//!   Taken before a registration's lock (`odp_umem.rs`), never after.
+//! - [`DmaDevice::users`] (mutex): the registrations mapping for the device and whether it was
+//!   revoked. Nothing is taken under it: revocation takes the list out, then revokes each.
+
+use kernel::{
+    device, new_mutex, pci,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        Arc,
+        Mutex, //
+    },
+};
+
+use crate::{
+    edu::Engine,
+    kapi::{
+        dma::DmaDev,
+        params,
+        pci::{
+            self as kpci,
+            Location, //
+        },
+    },
+    odp_umem::OdpUmem,
+    pci_addr::PciAddr,
+    uapi,
+};
+
+kernel::sync::global_lock! {
+    // SAFETY: `init()` runs in module init before the misc device and the PCI driver are
+    // registered, the only users.
+    unsafe(uninit) static CURRENT: Mutex<Option<Arc<DmaDevice>>> = None;
+}
+
+/// Initialises [`CURRENT`], and makes the `dma_device=` device current if one was given.
+pub(crate) fn init() -> Result {
+    // SAFETY: Called once, from module init, before any other use of `CURRENT`.
+    unsafe { CURRENT.init() };
+    let Some(name) = params::dma_device() else {
+        return Ok(());
+    };
+    let Some(addr) = PciAddr::parse(name.to_bytes()) else {
+        pr_err!("dma_device={}: not a PCI address (DDDD:BB:DD.F)\n", name);
+        return Err(EINVAL);
+    };
+    let Some(pdev) = kpci::get_by_address(&addr) else {
+        pr_err!("dma_device={}: no such PCI device\n", name);
+        return Err(ENODEV);
+    };
+    pr_info!("mapping for {} (dma_device=); no copy engine\n", name);
+    publish(DmaDevice::new(pdev, None)?)
+}
+
+/// Drops the `dma_device=` device at module exit (the edu driver withdraws its own on unbind).
+pub(crate) fn exit() {
+    let current = CURRENT.lock().take();
+    if let Some(dev) = current {
+        dev.revoke();
+    }
+}
+
+/// Makes `dev` the current DMA device; `EBUSY` if another one is.
+pub(crate) fn publish(dev: Arc<DmaDevice>) -> Result {
+    let mut current = CURRENT.lock();
+    if current.is_some() {
+        dev_info!(
+            dev.device(),
+            "another DMA device is in use: not using this one\n"
+        );
+        return Err(EBUSY);
+    }
+    *current = Some(dev);
+    Ok(())
+}
+
+/// Stops using `dev`: it is no longer current, and its registrations are revoked.
+pub(crate) fn withdraw(dev: &Arc<DmaDevice>) {
+    {
+        let mut current = CURRENT.lock();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, dev)) {
+            *current = None;
+        }
+    }
+    dev.revoke();
+}
+
+/// The current DMA device; `ENODEV` if there is none.
+pub(crate) fn current() -> Result<Arc<DmaDevice>> {
+    CURRENT.lock().clone().ok_or(ENODEV)
+}
+
+/// The registrations mapping for a device.
+struct Users {
+    /// Set once the device is going away; no registration may be added after.
+    revoked: bool,
+    list: KVec<Arc<OdpUmem>>,
+}
+
+/// A device memory is mapped for.
+#[pin_data]
+pub(crate) struct DmaDevice {
+    dev: DmaDev,
+    pci: ARef<pci::Device>,
+    /// The copy engine, when the device is an edu this module drives; `None` once revoked.
+    #[pin]
+    engine: Mutex<Option<Engine>>,
+    #[pin]
+    users: Mutex<Users>,
+}
+
+impl DmaDevice {
+    /// A DMA device for `pci`, with its copy engine if it has one.
+    pub(crate) fn new(pci: ARef<pci::Device>, engine: Option<Engine>) -> Result<Arc<Self>> {
+        let dev: &device::Device = pci.as_ref();
+        let dev = DmaDev::new(ARef::from(dev));
+        Arc::pin_init(
+            try_pin_init!(Self {
+                dev,
+                pci,
+                engine <- new_mutex!(engine, "DmaDevice::engine"),
+                users <- new_mutex!(
+                    Users {
+                        revoked: false,
+                        list: KVec::new(),
+                    },
+                    "DmaDevice::users"
+                ),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The DMA-API view of the device.
+    pub(crate) fn dma(&self) -> &DmaDev {
+        &self.dev
+    }
+
+    /// The generic device, for messages.
+    pub(crate) fn device(&self) -> &device::Device {
+        self.dev.device()
+    }
+
+    /// The engine lock: the copy engine, if the device has one and is not revoked.
+    pub(crate) fn engine(&self) -> &Mutex<Option<Engine>> {
+        &self.engine
+    }
+
+    /// Records a registration that maps for this device; `ENODEV` once it is revoked.
+    pub(crate) fn add_user(&self, umem: Arc<OdpUmem>) -> Result {
+        let mut users = self.users.lock();
+        if users.revoked {
+            return Err(ENODEV);
+        }
+        users.list.push(umem, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Forgets a registration (it was unregistered).
+    pub(crate) fn remove_user(&self, umem: &Arc<OdpUmem>) {
+        let removed = {
+            let mut users = self.users.lock();
+            let i = users.list.iter().position(|u| Arc::ptr_eq(u, umem));
+            i.and_then(|i| users.list.remove(i).ok())
+        };
+        // Dropped outside the lock: a last reference frees the registration.
+        drop(removed);
+    }
+
+    /// Revokes every registration and the copy engine: nothing maps for or drives the device
+    /// after this returns.
+    fn revoke(&self) {
+        // Wait for a device copy in flight, and keep later ones out.
+        let engine = self.engine.lock().take();
+        let users = {
+            let mut users = self.users.lock();
+            users.revoked = true;
+            core::mem::replace(&mut users.list, KVec::new())
+        };
+        for umem in users.iter() {
+            umem.revoke();
+        }
+        drop(engine);
+    }
+
+    /// What `ODP_HMM_IOC_INFO` reports.
+    pub(crate) fn info(&self) -> uapi::Info {
+        let location = Location::of(&self.pci);
+        let mut flags = 0;
+        if self.engine.lock().is_some() {
+            flags |= uapi::INFO_COPY_ENGINE;
+        }
+        if self.dev.domain_type() == crate::bindings::ODP_HMM_DOMAIN_DMA
+            || self.dev.domain_type() == crate::bindings::ODP_HMM_DOMAIN_DMA_FQ
+        {
+            flags |= uapi::INFO_IOVA;
+        }
+        if params::debug_raw_dma() {
+            flags |= uapi::INFO_DEBUG_RAW_DMA;
+        }
+        uapi::Info {
+            version: uapi::ABI_VERSION,
+            flags,
+            pci_segment: location.segment,
+            pci_bus: location.bus,
+            pci_devfn: location.devfn,
+            pci_vendor: u32::from(self.pci.vendor_id().as_raw()),
+            pci_device: u32::from(self.pci.device_id()),
+            domain_type: self.dev.domain_type(),
+            backend: params::backend(),
+            // CAST: The page size is 4 KiB on every target this module builds for.
+            page_size: kernel::page::PAGE_SIZE as u32,
+            dma_mask: self.dev.dma_mask(),
+        }
+    }
+}

@@ -1,0 +1,690 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The HMM DMA mapping manager: the device's view of one registration.
+//!
+//! For each registered page it keeps one state word ([`HmmPfn`], the `HMM_PFN_*` layout) and
+//! makes the page reachable by the device when a fault asks for it, unreachable again when an
+//! invalidation covers it. Where the device sits behind a translating IOMMU, the whole
+//! registration gets one IOVA window when it is created and page `i` always lives at offset
+//! `i * PAGE_SIZE` in it: mapping is a page-table update, with no IOVA allocation and no DMA
+//! address to store. Elsewhere (no IOMMU, identity domain) pages are mapped one unit at a time
+//! with `dma_map_phys()`, and their addresses kept only when `dma_need_unmap()` says they are
+//! needed to unmap.
+//!
+//! Compared with the kernel's `hmm_dma_map_pfn()` it links physically contiguous pages and whole
+//! folios in one call, syncs the IOTLB once per fault batch, maps read-only what the device may
+//! only read (so the IOMMU, not just the device, enforces it), and reports every failure as an
+//! errno. [`link_plan`](crate::link_plan) documents the grouping rules.
+//!
+//! The kernel's helper itself (`backend=kernel`), the pre-IOVA design (`legacy`: `dma_map_phys()`
+//! and a stored address per page) and no mapping at all (`none`, the cost of faulting alone) sit
+//! behind the same interface, for A/B tests and benchmarks.
+//!
+//! Every method runs under the registration's update lock (see `odp_umem.rs`) and allocates
+//! nothing: that lock is taken by invalidations that may come from memory reclaim.
+
+use kernel::{
+    page::{
+        PAGE_SHIFT,
+        PAGE_SIZE, //
+    },
+    prelude::*,
+};
+
+use crate::{
+    kapi::{
+        dma::{
+            Access,
+            DmaDev,
+            IovaWindow, //
+        },
+        kernel_hmm_dma::{
+            KernelHmmDmaMap,
+            P2pState, //
+        },
+        mm::set_pfn_dirty,
+    },
+    link_plan::{
+        must_remap,
+        Candidate,
+        Grouping,
+        LinkClass, //
+    },
+    p2p::{
+        P2pCache,
+        P2pClass, //
+    },
+    pfn_flags::{
+        self,
+        HmmPfn,
+        MapKind, //
+    },
+    uapi,
+};
+
+/// Which implementation maps the pages (`ODP_HMM_BACKEND_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// This manager.
+    Rust,
+    /// The kernel's `hmm_dma_map_pfn()`.
+    Kernel,
+    /// `dma_map_phys()` per page with a stored address per page.
+    Legacy,
+    /// Fault only; nothing is mapped.
+    None,
+}
+
+impl Backend {
+    /// The backend for an `ODP_HMM_BACKEND_*` value (not `DEFAULT`).
+    pub(crate) fn from_uapi(value: u32) -> Result<Self> {
+        match value {
+            uapi::BACKEND_RUST => Ok(Self::Rust),
+            uapi::BACKEND_KERNEL => Ok(Self::Kernel),
+            uapi::BACKEND_LEGACY => Ok(Self::Legacy),
+            uapi::BACKEND_NONE => Ok(Self::None),
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// The `ODP_HMM_BACKEND_*` value.
+    pub(crate) fn to_uapi(self) -> u32 {
+        match self {
+            Self::Rust => uapi::BACKEND_RUST,
+            Self::Kernel => uapi::BACKEND_KERNEL,
+            Self::Legacy => uapi::BACKEND_LEGACY,
+            Self::None => uapi::BACKEND_NONE,
+        }
+    }
+}
+
+/// Counters of what the manager did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct MapCounters {
+    /// Pages made reachable.
+    pub(crate) pages_mapped: u64,
+    /// Pages made unreachable.
+    pub(crate) pages_unmapped: u64,
+    /// `dma_iova_link()` or `dma_map_phys()` calls (the kernel backend: pages it mapped).
+    pub(crate) link_calls: u64,
+    /// `dma_iova_sync()` calls (the kernel backend syncs once per page it links).
+    pub(crate) sync_calls: u64,
+    /// `dma_iova_unlink()` or `dma_unmap_phys()` calls.
+    pub(crate) unlink_calls: u64,
+    /// Peer pages mapped through the host bridge.
+    pub(crate) p2p_host_bridge_pages: u64,
+    /// Peer pages mapped by bus address.
+    pub(crate) p2p_bus_pages: u64,
+    /// Peer pages the topology could not reach.
+    pub(crate) p2p_refused_pages: u64,
+}
+
+/// What a commit did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Committed {
+    /// Pages newly mapped.
+    pub(crate) mapped: usize,
+    /// Pages of the batch mapped after the commit.
+    pub(crate) valid: usize,
+    /// Peer pages left unmapped because the device cannot reach them.
+    pub(crate) refused: usize,
+}
+
+/// The device's view of a page, for snapshots and device accesses.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageView {
+    /// The state word.
+    pub(crate) state: HmmPfn,
+    /// The DMA address, when the page is mapped.
+    pub(crate) dma_addr: Option<u64>,
+}
+
+/// How the pages are mapped.
+enum Store {
+    /// This manager's state words, pages linked into an IOVA window.
+    Iova {
+        states: KVVec<HmmPfn>,
+        window: IovaWindow,
+    },
+    /// This manager's state words, pages mapped with `dma_map_phys()`; the address of each
+    /// mapped page when the device needs it to unmap.
+    Map {
+        states: KVVec<HmmPfn>,
+        addrs: Option<KVVec<u64>>,
+    },
+    /// The kernel's `struct hmm_dma_map`.
+    Kernel(KernelHmmDmaMap),
+    /// Nothing is mapped; the state words only record what was faulted.
+    Unmapped { states: KVVec<HmmPfn> },
+}
+
+/// The DMA mapping state of one registration.
+///
+/// # Invariants
+///
+/// - A page whose state word has `DMA_MAPPED` is reachable by the device at [`Self::page`]'s
+///   address, and no page without it is (except inside [`Self::commit`] and [`Self::unmap`]).
+/// - Mapped pages form whole units, as recorded in their order fields (see `link_plan`).
+pub(crate) struct HmmDmaMap {
+    dev: DmaDev,
+    backend: Backend,
+    grouping: Grouping,
+    store: Store,
+    npages: usize,
+    counters: MapCounters,
+}
+
+/// Bytes of `npages` pages.
+fn bytes(npages: usize) -> usize {
+    npages << PAGE_SHIFT
+}
+
+/// Physical address of page frame `pfn`.
+fn phys(pfn: u64) -> u64 {
+    pfn << PAGE_SHIFT
+}
+
+/// A zeroed array of `n` elements, allocated for a registration.
+fn zeroed_array<T: Copy + Default>(n: usize) -> Result<KVVec<T>> {
+    let mut v = KVVec::with_capacity(n, GFP_KERNEL)?;
+    v.extend_with(n, T::default(), GFP_KERNEL)?;
+    Ok(v)
+}
+
+impl HmmDmaMap {
+    /// Sets up the mapping of `npages` pages starting at virtual page `first_vpn`, for `dev`.
+    ///
+    /// # Errors
+    ///
+    /// `EOPNOTSUPP` if the device would bounce or need cache maintenance (HMM mappings cannot
+    /// follow the DMA API's ownership rules), `ENOMEM`.
+    pub(crate) fn new(
+        dev: &DmaDev,
+        backend: Backend,
+        first_vpn: u64,
+        npages: usize,
+    ) -> Result<Self> {
+        if backend != Backend::None && !dev.is_coherent_unbounced() {
+            return Err(EOPNOTSUPP);
+        }
+        let window = match backend {
+            Backend::Rust => IovaWindow::try_alloc(dev, bytes(npages)),
+            _ => None,
+        };
+        let coalesce = window.is_some();
+        let store = match backend {
+            Backend::Kernel => Store::Kernel(KernelHmmDmaMap::new(dev, npages)?),
+            Backend::None => Store::Unmapped {
+                states: zeroed_array(npages)?,
+            },
+            Backend::Rust | Backend::Legacy => {
+                let states = zeroed_array(npages)?;
+                match window {
+                    Some(window) => Store::Iova { states, window },
+                    None => Store::Map {
+                        states,
+                        addrs: if dev.need_unmap() {
+                            Some(zeroed_array(npages)?)
+                        } else {
+                            None
+                        },
+                    },
+                }
+            }
+        };
+        Ok(Self {
+            dev: dev.clone(),
+            backend,
+            grouping: Grouping {
+                first_vpn,
+                folio_units: backend == Backend::Rust,
+                coalesce,
+            },
+            store,
+            npages,
+            counters: MapCounters::default(),
+        })
+    }
+
+    /// The backend in use.
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// `ODP_HMM_DMA_MODE_*`, and the DMA address of page 0 in IOVA mode.
+    pub(crate) fn dma_mode(&mut self) -> (u32, u64) {
+        match &mut self.store {
+            Store::Iova { window, .. } => (uapi::DMA_MODE_IOVA, window.base()),
+            Store::Map { .. } => (uapi::DMA_MODE_MAP, 0),
+            Store::Kernel(map) => {
+                if map.uses_iova() {
+                    (uapi::DMA_MODE_IOVA, map.iova_base())
+                } else {
+                    (uapi::DMA_MODE_MAP, 0)
+                }
+            }
+            Store::Unmapped { .. } => (uapi::DMA_MODE_NONE, 0),
+        }
+    }
+
+    /// Counters so far.
+    pub(crate) fn counters(&self) -> MapCounters {
+        self.counters
+    }
+
+    /// IOVA space reserved, in bytes.
+    pub(crate) fn iova_bytes(&mut self) -> u64 {
+        match self.dma_mode().0 {
+            // CAST: A registration's size fits `u64`.
+            uapi::DMA_MODE_IOVA => bytes(self.npages) as u64,
+            _ => 0,
+        }
+    }
+
+    /// Kernel memory held for per-page state, in bytes.
+    pub(crate) fn bookkeeping_bytes(&self) -> u64 {
+        let per_page = match &self.store {
+            Store::Iova { .. } | Store::Unmapped { .. } => size_of::<HmmPfn>(),
+            Store::Map { addrs, .. } => {
+                size_of::<HmmPfn>() + addrs.as_ref().map_or(0, |_| size_of::<u64>())
+            }
+            Store::Kernel(map) => {
+                size_of::<u64>()
+                    + if map.has_dma_list() {
+                        size_of::<u64>()
+                    } else {
+                        0
+                    }
+            }
+        };
+        // CAST: A registration's size fits `u64`.
+        (per_page * self.npages) as u64
+    }
+
+    /// The state word of page `idx`.
+    fn state(&self, idx: usize) -> HmmPfn {
+        match &self.store {
+            Store::Iova { states, .. } | Store::Map { states, .. } | Store::Unmapped { states } => {
+                states.get(idx).copied().unwrap_or(HmmPfn::EMPTY)
+            }
+            Store::Kernel(map) => map
+                .pfns()
+                .get(idx)
+                .map_or(HmmPfn::EMPTY, |&w| HmmPfn::from_raw(w)),
+        }
+    }
+
+    /// Pages mapped now.
+    pub(crate) fn mapped_pages(&self) -> usize {
+        (0..self.npages)
+            .filter(|&i| self.state(i).is_dma_mapped())
+            .count()
+    }
+
+    /// The device's view of page `idx`.
+    pub(crate) fn page(&mut self, idx: usize, p2p: &mut P2pCache) -> PageView {
+        let state = self.state(idx);
+        let dma_addr = match state.map_kind() {
+            None => None,
+            Some(MapKind::P2pBus) => p2p.bus_address(&self.dev, state.pfn()),
+            Some(_) => match &mut self.store {
+                // CAST: A page index fits `u64`.
+                Store::Iova { window, .. } => Some(window.base() + bytes(idx) as u64),
+                Store::Map {
+                    addrs: Some(addrs), ..
+                } => addrs.get(idx).copied(),
+                // dma-direct without unmap bookkeeping: mapping is stateless, so mapping the page
+                // again yields its address (as `hmm_dma_map_pfn()` does).
+                Store::Map { addrs: None, .. } => {
+                    let access = Access {
+                        writable: state.is_writable(),
+                        mmio: state.map_kind() == Some(MapKind::P2pHostBridge),
+                    };
+                    self.dev.map_phys(phys(state.pfn()), PAGE_SIZE, access).ok()
+                }
+                Store::Kernel(map) => map.map_pfn(idx, &mut P2pState::new()).ok(),
+                Store::Unmapped { .. } => None,
+            },
+        };
+        PageView { state, dma_addr }
+    }
+
+    /// Commits what `hmm_range_fault()` reported for pages `first..first + faulted.len()`: maps
+    /// every valid page that is not mapped yet, writable if `want_write`.
+    ///
+    /// `candidates` is scratch space of at least `faulted.len()` entries, allocated by the caller
+    /// outside the update lock.
+    ///
+    /// # Errors
+    ///
+    /// The first mapping failure (`EIO`, `ENOMEM`, ...). Pages mapped before it stay mapped, so
+    /// the state stays consistent.
+    pub(crate) fn commit(
+        &mut self,
+        first: usize,
+        faulted: &[u64],
+        want_write: bool,
+        candidates: &mut [Option<Candidate>],
+        p2p: &mut P2pCache,
+    ) -> Result<Committed> {
+        let end = first.checked_add(faulted.len()).ok_or(EINVAL)?;
+        if end > self.npages || candidates.len() < faulted.len() {
+            return Err(EINVAL);
+        }
+        let mut done = Committed::default();
+        // Mappings that no longer fit are dropped first: a read-only page to be written, or (never
+        // expected) a different page under the same address.
+        for (i, &word) in faulted.iter().enumerate() {
+            if must_remap(self.state(first + i), HmmPfn::from_raw(word), want_write) {
+                self.unmap(first + i, first + i + 1);
+            }
+        }
+        match self.backend {
+            Backend::Kernel => self.commit_kernel(first, faulted, want_write, p2p, &mut done)?,
+            Backend::None => self.commit_unmapped(first, faulted),
+            Backend::Rust | Backend::Legacy => {
+                self.commit_own(first, faulted, want_write, candidates, p2p, &mut done)?
+            }
+        }
+        done.valid = (first..end)
+            .filter(|&i| self.state(i).is_dma_mapped() || self.backend == Backend::None)
+            .filter(|&i| self.state(i).is_valid())
+            .count();
+        Ok(done)
+    }
+
+    /// [`Self::commit`] for the Rust manager and the legacy design.
+    fn commit_own(
+        &mut self,
+        first: usize,
+        faulted: &[u64],
+        want_write: bool,
+        candidates: &mut [Option<Candidate>],
+        p2p: &mut P2pCache,
+        done: &mut Committed,
+    ) -> Result {
+        let candidates = &mut candidates[..faulted.len()];
+        for (i, (&word, slot)) in faulted.iter().zip(candidates.iter_mut()).enumerate() {
+            *slot = None;
+            let new = HmmPfn::from_raw(word);
+            if !new.is_valid() || new.is_error() || self.state(first + i).is_dma_mapped() {
+                continue;
+            }
+            let writable = want_write && new.is_writable();
+            let kind = match p2p.classify(&self.dev, new.pfn()) {
+                P2pClass::Memory => MapKind::Memory,
+                P2pClass::HostBridge => MapKind::P2pHostBridge,
+                P2pClass::BusAddr => {
+                    // Reached by bus address: nothing to map.
+                    let state =
+                        HmmPfn::new_valid(new.pfn(), writable, 0).mapped(MapKind::P2pBus, 0);
+                    self.set_state(first + i, state);
+                    self.counters.p2p_bus_pages += 1;
+                    self.counters.pages_mapped += 1;
+                    done.mapped += 1;
+                    continue;
+                }
+                P2pClass::NotSupported => {
+                    self.counters.p2p_refused_pages += 1;
+                    done.refused += 1;
+                    continue;
+                }
+            };
+            *slot = Some(Candidate {
+                pfn: new.pfn(),
+                order: new.order(),
+                class: LinkClass { writable, kind },
+            });
+        }
+
+        let grouping = self.grouping;
+        let mut synced: Option<(usize, usize)> = None;
+        let mut result = Ok(());
+        for link in grouping.links(first, candidates) {
+            let access = Access {
+                writable: link.class.writable,
+                mmio: link.class.kind == MapKind::P2pHostBridge,
+            };
+            let linked = match &mut self.store {
+                Store::Iova { window, .. } => window
+                    .link(
+                        phys(link.pfn),
+                        bytes(link.first),
+                        bytes(link.npages),
+                        access,
+                    )
+                    .map(|()| {
+                        let (lo, hi) = synced.unwrap_or((link.first, link.first));
+                        synced = Some((lo.min(link.first), hi.max(link.first + link.npages)));
+                    }),
+                Store::Map { addrs, .. } => self
+                    .dev
+                    .map_phys(phys(link.pfn), bytes(link.npages), access)
+                    .map(|addr| {
+                        if let Some(addrs) = addrs {
+                            for (k, slot) in addrs[link.first..link.first + link.npages]
+                                .iter_mut()
+                                .enumerate()
+                            {
+                                // CAST: `k` is below the unit size.
+                                *slot = addr + bytes(k) as u64;
+                            }
+                        }
+                    }),
+                Store::Kernel(_) | Store::Unmapped { .. } => Err(EINVAL),
+            };
+            self.counters.link_calls += 1;
+            if let Err(err) = linked {
+                result = Err(err);
+                break;
+            }
+            for k in 0..link.npages {
+                // CAST: `k` is below the unit size.
+                let state = HmmPfn::new_valid(link.pfn + k as u64, link.class.writable, 0)
+                    .mapped(link.class.kind, link.unit_order);
+                self.set_state(link.first + k, state);
+            }
+            // CAST: A unit's page count fits `u64`.
+            let n = link.npages as u64;
+            self.counters.pages_mapped += n;
+            if link.class.kind == MapKind::P2pHostBridge {
+                self.counters.p2p_host_bridge_pages += n;
+            }
+            done.mapped += link.npages;
+        }
+
+        // One IOTLB sync covers every link of the batch.
+        if let (Some((lo, hi)), Store::Iova { window, .. }) = (synced, &mut self.store) {
+            self.counters.sync_calls += 1;
+            if let Err(err) = window.sync(bytes(lo), bytes(hi - lo)) {
+                // The links may not be visible: take them all back.
+                self.unmap(lo, hi);
+                return Err(err);
+            }
+        }
+        result
+    }
+
+    /// [`Self::commit`] through the kernel's `hmm_dma_map_pfn()`, one page at a time.
+    fn commit_kernel(
+        &mut self,
+        first: usize,
+        faulted: &[u64],
+        want_write: bool,
+        p2p: &mut P2pCache,
+        done: &mut Committed,
+    ) -> Result {
+        let Store::Kernel(map) = &mut self.store else {
+            return Err(EINVAL);
+        };
+        let iova = map.uses_iova();
+        let mut state = P2pState::new();
+        for (i, &word) in faulted.iter().enumerate() {
+            let idx = first + i;
+            let new = HmmPfn::from_raw(word);
+            let old = map.pfns()[idx];
+            let was_mapped = old & pfn_flags::DMA_MAPPED != 0;
+            if !new.is_valid() || new.is_error() {
+                continue;
+            }
+            // Keep the sticky DMA bits, take the rest from HMM. The device may write only what a
+            // write fault mapped (the kernel helper maps everything bidirectional).
+            let writable = (was_mapped && old & pfn_flags::WRITE != 0) || want_write;
+            let word =
+                HmmPfn::from_raw((word & !pfn_flags::INOUT_FLAGS) | (old & pfn_flags::INOUT_FLAGS))
+                    .with_write(writable && new.is_writable());
+            map.pfns_mut()[idx] = word.raw();
+            if was_mapped {
+                continue;
+            }
+            if p2p.classify(&self.dev, new.pfn()) == P2pClass::NotSupported {
+                // The kernel helper would fail it too; count it the same way as the Rust path.
+                self.counters.p2p_refused_pages += 1;
+                done.refused += 1;
+                map.pfns_mut()[idx] = 0;
+                continue;
+            }
+            if let Err(err) = map.map_pfn(idx, &mut state) {
+                map.pfns_mut()[idx] = 0;
+                return Err(err);
+            }
+            let mapped = HmmPfn::from_raw(map.pfns()[idx]);
+            self.counters.link_calls += 1;
+            if iova && mapped.map_kind() != Some(MapKind::P2pBus) {
+                self.counters.sync_calls += 1;
+            }
+            match mapped.map_kind() {
+                Some(MapKind::P2pBus) => self.counters.p2p_bus_pages += 1,
+                Some(MapKind::P2pHostBridge) => self.counters.p2p_host_bridge_pages += 1,
+                _ => {}
+            }
+            self.counters.pages_mapped += 1;
+            done.mapped += 1;
+        }
+        Ok(())
+    }
+
+    /// [`Self::commit`] without mapping: records what was faulted (the benchmark floor).
+    fn commit_unmapped(&mut self, first: usize, faulted: &[u64]) {
+        for (i, &word) in faulted.iter().enumerate() {
+            let new = HmmPfn::from_raw(word);
+            let state = if new.is_valid() && !new.is_error() {
+                HmmPfn::new_valid(new.pfn(), new.is_writable(), new.order())
+            } else {
+                HmmPfn::EMPTY
+            };
+            self.set_state(first + i, state);
+        }
+    }
+
+    fn set_state(&mut self, idx: usize, state: HmmPfn) {
+        match &mut self.store {
+            Store::Iova { states, .. } | Store::Map { states, .. } | Store::Unmapped { states } => {
+                if let Some(slot) = states.get_mut(idx) {
+                    *slot = state;
+                }
+            }
+            Store::Kernel(map) => {
+                if let Some(slot) = map.pfns_mut().get_mut(idx) {
+                    *slot = state.raw();
+                }
+            }
+        }
+    }
+
+    /// Makes pages `first..end` unreachable by the device, and forgets them. Units that straddle
+    /// an edge are unmapped whole. Pages the device may have written are marked dirty. Returns
+    /// the number of pages unmapped.
+    pub(crate) fn unmap(&mut self, first: usize, end: usize) -> usize {
+        let end = end.min(self.npages);
+        if first >= end {
+            return 0;
+        }
+        if let Store::Kernel(map) = &mut self.store {
+            let mut n = 0;
+            for idx in first..end {
+                let word = HmmPfn::from_raw(map.pfns()[idx]);
+                if map.unmap_pfn(idx) {
+                    n += 1;
+                    self.counters.unlink_calls +=
+                        u64::from(word.map_kind() != Some(MapKind::P2pBus));
+                    if word.is_writable() && word.map_kind() == Some(MapKind::Memory) {
+                        set_pfn_dirty(word.pfn());
+                    }
+                }
+                map.pfns_mut()[idx] = 0;
+            }
+            // CAST: A page count fits `u64`.
+            self.counters.pages_unmapped += n as u64;
+            return n;
+        }
+
+        let grouping = self.grouping;
+        let (first, end, calls) = match &mut self.store {
+            Store::Iova { states, window } => {
+                let (first, end) = grouping.expand_to_units(states, first, end);
+                let mut calls = 0;
+                for u in grouping.unlinks(states, first, end) {
+                    let access = Access {
+                        writable: u.class.writable,
+                        mmio: u.class.kind == MapKind::P2pHostBridge,
+                    };
+                    window.unlink(bytes(u.first), bytes(u.npages), access);
+                    calls += 1;
+                }
+                (first, end, calls)
+            }
+            Store::Map { states, addrs } => {
+                let (first, end) = grouping.expand_to_units(states, first, end);
+                let mut calls = 0;
+                for u in grouping.unlinks(states, first, end) {
+                    if let Some(addrs) = addrs {
+                        let access = Access {
+                            writable: u.class.writable,
+                            mmio: u.class.kind == MapKind::P2pHostBridge,
+                        };
+                        self.dev.unmap_phys(addrs[u.first], bytes(u.npages), access);
+                        calls += 1;
+                    }
+                }
+                (first, end, calls)
+            }
+            Store::Unmapped { states } => {
+                for s in &mut states[first..end] {
+                    *s = HmmPfn::EMPTY;
+                }
+                return 0;
+            }
+            Store::Kernel(_) => return 0,
+        };
+        self.counters.unlink_calls += calls;
+
+        // The device can no longer reach the pages: mark what it may have written, and forget.
+        let mut n = 0;
+        for idx in first..end {
+            let state = self.state(idx);
+            if state.is_dma_mapped() {
+                if state.is_writable() && state.map_kind() == Some(MapKind::Memory) {
+                    set_pfn_dirty(state.pfn());
+                }
+                n += 1;
+            }
+            self.set_state(idx, HmmPfn::EMPTY);
+        }
+        // CAST: A page count fits `u64`.
+        self.counters.pages_unmapped += n as u64;
+        n
+    }
+
+    /// Unmaps every page (before the registration goes, or the device does).
+    pub(crate) fn unmap_all(&mut self) -> usize {
+        self.unmap(0, self.npages)
+    }
+}
+
+impl Drop for HmmDmaMap {
+    fn drop(&mut self) {
+        // `dma_iova_free()` and `hmm_dma_map_free()` require that nothing is mapped any more.
+        self.unmap_all();
+    }
+}

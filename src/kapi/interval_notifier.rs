@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! MMU interval notifiers: being told before a range of an address space changes.
+//!
+//! C header: [`include/linux/mmu_notifier.h`](srctree/include/linux/mmu_notifier.h).
+//!
+//! The contract (`Documentation/mm/hmm.rst`): a reader takes a sequence number with
+//! [`IntervalNotifier::read_begin`], reads the page tables (`hmm_range_fault()`), then takes its
+//! *update lock* and commits only if [`IntervalNotifier::read_retry`] says no invalidation ran in
+//! between. The invalidation callback takes the same update lock and calls
+//! [`Invalidation::set_seq`] under it before it tears anything down.
+
+use core::marker::PhantomPinned;
+
+use kernel::{
+    bindings,
+    error::to_result,
+    mm::MmWithUser,
+    prelude::*,
+    types::Opaque, //
+};
+
+use crate::bindings as odp;
+
+/// What an [`IntervalNotifier`] calls when its range is about to change.
+pub(crate) trait Invalidate: Send + Sync {
+    /// Called before `inv.start()..inv.end()` of the address space changes.
+    ///
+    /// It must take the update lock, call [`Invalidation::set_seq`] under it, and stop the device
+    /// from using the range before it returns. If [`Invalidation::blockable`] is false it must not
+    /// sleep: it may only try the lock, and return `false` if that fails (the mm then retries).
+    fn invalidate(&self, inv: &Invalidation<'_>) -> bool;
+}
+
+/// Why a range is invalidated (`enum mmu_notifier_event`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// The address space is going away (process exit): everything is invalidated.
+    Release,
+    /// Anything else: unmap, protection change, migration, ...
+    Other,
+}
+
+/// One invalidation, as the callback sees it.
+pub(crate) struct Invalidation<'a> {
+    sub: *mut bindings::mmu_interval_notifier,
+    range: &'a bindings::mmu_notifier_range,
+    cur_seq: c_ulong,
+}
+
+impl Invalidation<'_> {
+    /// First address of the range.
+    pub(crate) fn start(&self) -> u64 {
+        // CAST: `unsigned long` is 64 bits wide here (see `kapi`).
+        self.range.start as u64
+    }
+
+    /// One past the last address of the range.
+    pub(crate) fn end(&self) -> u64 {
+        // CAST: As above.
+        self.range.end as u64
+    }
+
+    /// Why the range changes.
+    pub(crate) fn event(&self) -> Event {
+        if self.range.event == bindings::mmu_notifier_event_MMU_NOTIFY_RELEASE {
+            Event::Release
+        } else {
+            Event::Other
+        }
+    }
+
+    /// Whether the callback may sleep.
+    pub(crate) fn blockable(&self) -> bool {
+        // SAFETY: `range` is the live range the mm passed to the callback.
+        unsafe { odp::odp_shim_mmu_notifier_range_blockable(self.range) }
+    }
+
+    /// Publishes the new sequence number: readers that began before it will retry. Must be
+    /// called with the update lock held.
+    pub(crate) fn set_seq(&self) {
+        // SAFETY: `sub` is the notifier the callback runs for, valid during the callback.
+        unsafe { odp::odp_shim_mmu_interval_set_seq(self.sub, self.cur_seq) };
+    }
+}
+
+/// An mmu interval notifier over a range of one address space, with the data `T` its callback
+/// works on.
+///
+/// # Invariants
+///
+/// - While `inserted` is true, `raw` is inserted in the interval tree of an mm, with ops that
+///   call `T::invalidate` on `data`; it is removed before `self` is dropped.
+/// - `raw` never moves: the interval tree points at it.
+#[pin_data(PinnedDrop)]
+pub(crate) struct IntervalNotifier<T: Invalidate> {
+    #[pin]
+    raw: Opaque<bindings::mmu_interval_notifier>,
+    inserted: bool,
+    #[pin]
+    data: T,
+    #[pin]
+    _pin: PhantomPinned,
+}
+
+// SAFETY: The C notifier may be used from any thread; `T` is `Send + Sync`.
+unsafe impl<T: Invalidate> Send for IntervalNotifier<T> {}
+// SAFETY: The only `&self` operations on the C notifier (`read_begin`, `read_retry`) are safe to
+// call concurrently; `T` is `Sync`.
+unsafe impl<T: Invalidate> Sync for IntervalNotifier<T> {}
+
+impl<T: Invalidate> IntervalNotifier<T> {
+    /// Creates a notifier over `start..start + len` of `mm` and inserts it, with `data` for its
+    /// callback. It must not be called with `mm`'s mmap lock held.
+    pub(crate) fn insert<'a>(
+        mm: &'a MmWithUser,
+        start: u64,
+        len: u64,
+        data: impl PinInit<T, Error> + 'a,
+    ) -> impl PinInit<Self, Error> + 'a
+    where
+        T: 'a,
+    {
+        try_pin_init!(Self {
+            raw: Opaque::zeroed(),
+            inserted: false,
+            data <- data,
+            _pin: PhantomPinned,
+        })
+        .pin_chain(move |this| {
+            // SAFETY: `raw` is zeroed and pinned at its final address (the chain runs after
+            // initialisation); `mm` has users, as the caller holds it; `OPS` calls back into
+            // `Self` through `container_of`.
+            to_result(unsafe {
+                bindings::mmu_interval_notifier_insert(
+                    this.raw.get(),
+                    mm.as_raw(),
+                    // CAST: User addresses fit `unsigned long` (see `kapi`).
+                    start as usize,
+                    len as usize,
+                    &Self::OPS,
+                )
+            })?;
+            // SAFETY: `inserted` is not structurally pinned; nothing is moved.
+            let this = unsafe { this.get_unchecked_mut() };
+            // INVARIANT: The notifier is inserted now, and stays at this address.
+            this.inserted = true;
+            Ok(())
+        })
+    }
+
+    /// The data the callback works on.
+    pub(crate) fn data(&self) -> &T {
+        &self.data
+    }
+
+    /// Begins a read of the range: the sequence number to check with [`Self::read_retry`].
+    /// Sleeps while an invalidation of the range is in progress.
+    pub(crate) fn read_begin(&self) -> u64 {
+        // SAFETY: `raw` is inserted by the type invariants.
+        let seq = unsafe { bindings::mmu_interval_read_begin(self.raw.get()) };
+        // CAST: `unsigned long` is 64 bits wide here (see `kapi`).
+        seq as u64
+    }
+
+    /// Whether an invalidation ran since `seq` was read: if so, what was read must be discarded.
+    /// Must be called with the update lock held (the lock [`Invalidate::invalidate`] takes).
+    pub(crate) fn read_retry(&self, seq: u64) -> bool {
+        // SAFETY: `raw` is inserted by the type invariants.
+        // CAST: `seq` came from `read_begin` as an `unsigned long`.
+        unsafe { odp::odp_shim_mmu_interval_read_retry(self.raw.get(), seq as usize) }
+    }
+
+    /// The raw notifier, for `struct hmm_range`.
+    pub(crate) fn as_raw(&self) -> *mut bindings::mmu_interval_notifier {
+        self.raw.get()
+    }
+
+    const OPS: bindings::mmu_interval_notifier_ops = bindings::mmu_interval_notifier_ops {
+        invalidate: Some(Self::invalidate_callback),
+        ..pin_init::zeroed()
+    };
+
+    /// # Safety
+    ///
+    /// Called by the mm with `sub` the `raw` field of a live `IntervalNotifier<T>` (inserted with
+    /// [`Self::OPS`]) and `range` a valid range, for the duration of the call.
+    unsafe extern "C" fn invalidate_callback(
+        sub: *mut bindings::mmu_interval_notifier,
+        range: *const bindings::mmu_notifier_range,
+        cur_seq: c_ulong,
+    ) -> bool {
+        let raw = Opaque::cast_from(sub).cast_mut();
+        // SAFETY: `sub` is the `raw` field of a `Self`, which stays alive while it is inserted
+        // (it is removed, waiting for running callbacks, before it is dropped).
+        let this = unsafe { &*kernel::container_of!(raw, Self, raw) };
+        let inv = Invalidation {
+            sub,
+            // SAFETY: The mm passes a valid range for the duration of the callback.
+            range: unsafe { &*range },
+            cur_seq,
+        };
+        this.data.invalidate(&inv)
+    }
+}
+
+#[pinned_drop]
+impl<T: Invalidate> PinnedDrop for IntervalNotifier<T> {
+    fn drop(self: Pin<&mut Self>) {
+        if self.inserted {
+            // SAFETY: The notifier is inserted by the type invariants; removing it waits for any
+            // running callback, after which none runs again. The caller holds no lock the
+            // callback takes (drops happen outside the update lock).
+            unsafe { bindings::mmu_interval_notifier_remove(self.raw.get()) };
+        }
+    }
+}

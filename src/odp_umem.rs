@@ -1,0 +1,487 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! ODP registrations: ranges of a process's memory the device may access on demand.
+//!
+//! A registration pins nothing. It watches its range with an mmu interval notifier; pages are
+//! faulted with `hmm_range_fault()` and mapped for the device when asked (a fault call, or a
+//! device access that finds them unmapped, as a NIC page fault would), and unmapped when the mm
+//! invalidates them (munmap, mprotect, migration, copy-on-write, reclaim, exit).
+//!
+//! # Locking
+//!
+//! [`UmemState::inner`] is the registration's *update lock* in the sense of
+//! `Documentation/mm/hmm.rst`: a fault commits what `hmm_range_fault()` read only under it and
+//! only if `mmu_interval_read_retry()` (checked under it) says nothing changed; the invalidation
+//! callback takes it to publish its sequence number and unmap. It protects the mapping state
+//! ([`HmmDmaMap`]), the P2P cache and the counters. Lock order:
+//!
+//! 1. the device engine lock (`DmaDevice::engine`), held across a whole device copy;
+//! 2. the mmap lock, read side, only around `hmm_range_fault()`, never with `inner` held;
+//! 3. `inner`.
+//!
+//! The mm calls the callback with its own locks held (the mmap lock during munmap) and from
+//! memory reclaim. So under `inner` nothing allocates (allocation could recurse into reclaim and
+//! this very callback; lockdep is told so at registration), nothing touches user memory (a fault
+//! could need the mmap lock or invalidate this registration), and the callback only try-locks it
+//! when it may not sleep.
+
+use kernel::{
+    mm::{
+        Mm,
+        MmWithUser, //
+    },
+    new_mutex,
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        Arc,
+        Mutex, //
+    },
+    time::{
+        Delta,
+        Instant,
+        Monotonic, //
+    },
+};
+
+use crate::{
+    dma_device::DmaDevice,
+    hmm_dma_map::{
+        Backend,
+        HmmDmaMap,
+        MapCounters, //
+    },
+    kapi::{
+        hmm::{
+            self,
+            Request, //
+        },
+        interval_notifier::{
+            Event,
+            IntervalNotifier,
+            Invalidate,
+            Invalidation, //
+        },
+        mm::lockdep_prime_reclaim,
+    },
+    link_plan::Candidate,
+    p2p::P2pCache,
+    pfn_flags::HmmPfn,
+    range::{
+        PageSpan,
+        UserRange, //
+    },
+    uapi,
+};
+
+/// Pages faulted per `hmm_range_fault()` call (2 MiB): one update-lock hold and one IOTLB sync
+/// each, and the scratch buffers stay small.
+pub(crate) const FAULT_BATCH: usize = 512;
+
+/// How long a fault keeps retrying a range that keeps changing (`HMM_RANGE_DEFAULT_TIMEOUT`).
+const FAULT_TIMEOUT_MS: i64 = 1000;
+
+/// How many fault-then-access rounds a device access makes before giving up with `EBUSY`.
+const DEVICE_ACCESS_ATTEMPTS: usize = 16;
+
+/// Counters of one registration, besides the mapping manager's.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct UmemCounters {
+    /// Commits of `hmm_range_fault()` results.
+    pub(crate) faults: u64,
+    /// Pages `hmm_range_fault()` reported valid.
+    pub(crate) pages_faulted: u64,
+    /// Invalidations that unmapped something.
+    pub(crate) invalidations: u64,
+    /// Invalidations that found nothing to unmap.
+    pub(crate) invalidations_ignored: u64,
+    /// Faults repeated because the range changed under them.
+    pub(crate) fault_retries: u64,
+}
+
+/// Everything `ODP_HMM_IOC_STATS` reports about one registration.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct UmemStats {
+    /// The registration's own counters.
+    pub(crate) umem: UmemCounters,
+    /// The mapping manager's counters.
+    pub(crate) map: MapCounters,
+    /// IOVA reserved now.
+    pub(crate) iova_bytes: u64,
+    /// Per-page state held now.
+    pub(crate) bookkeeping_bytes: u64,
+    /// Pages mapped now.
+    pub(crate) pages_now: u64,
+}
+
+/// What a fault call did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Faulted {
+    /// Pages newly mapped.
+    pub(crate) mapped: u64,
+    /// Pages of the range mapped afterwards.
+    pub(crate) valid: u64,
+    /// Peer pages the device cannot reach (left unmapped).
+    pub(crate) refused: u64,
+}
+
+/// A piece of a device access: `len` bytes at DMA address `dma_addr`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DmaSeg {
+    /// Where the device reads or writes.
+    pub(crate) dma_addr: u64,
+    /// How many bytes.
+    pub(crate) len: usize,
+}
+
+/// The state the update lock protects.
+struct Inner {
+    /// The mapping; `None` once the registration is revoked (its device is going away).
+    map: Option<HmmDmaMap>,
+    p2p: P2pCache,
+    counters: UmemCounters,
+}
+
+/// The part of a registration the invalidation callback works on.
+#[pin_data]
+pub(crate) struct UmemState {
+    /// The update lock.
+    #[pin]
+    inner: Mutex<Inner>,
+    range: UserRange,
+}
+
+impl Invalidate for UmemState {
+    fn invalidate(&self, inv: &Invalidation<'_>) -> bool {
+        let mut inner = if inv.blockable() {
+            self.inner.lock()
+        } else {
+            match self.inner.try_lock() {
+                Some(inner) => inner,
+                None => return false,
+            }
+        };
+        inv.set_seq();
+        let span = match inv.event() {
+            Event::Release => Some(PageSpan {
+                first: 0,
+                end: self.range.npages(),
+            }),
+            Event::Other => self.range.overlap(inv.start(), inv.end()),
+        };
+        let unmapped = match (span, inner.map.as_mut()) {
+            (Some(span), Some(map)) => map.unmap(span.first, span.end),
+            _ => 0,
+        };
+        if unmapped > 0 {
+            inner.counters.invalidations += 1;
+        } else {
+            inner.counters.invalidations_ignored += 1;
+        }
+        true
+    }
+}
+
+/// One ODP registration.
+#[pin_data]
+pub(crate) struct OdpUmem {
+    #[pin]
+    notifier: IntervalNotifier<UmemState>,
+    /// The registered address space (an `mmgrab` reference; faults take `mmget`).
+    mm: ARef<Mm>,
+    dev: Arc<DmaDevice>,
+    writable: bool,
+}
+
+impl OdpUmem {
+    /// Registers `range` of `mm` (which must be fully mapped now) for `dev`.
+    ///
+    /// # Errors
+    ///
+    /// `EFAULT` if part of the range is not mapped, `EOPNOTSUPP` if the device cannot take HMM
+    /// mappings, `ENODEV` if it is going away, `ENOMEM`.
+    pub(crate) fn new(
+        mm: &MmWithUser,
+        dev: Arc<DmaDevice>,
+        range: UserRange,
+        writable: bool,
+        backend: Backend,
+    ) -> Result<Arc<Self>> {
+        check_mapped(mm, &range)?;
+        let map = HmmDmaMap::new(dev.dma(), backend, range.first_vpn(), range.npages())?;
+        let umem = Arc::pin_init(
+            try_pin_init!(Self {
+                notifier <- IntervalNotifier::insert(
+                    mm,
+                    range.start(),
+                    range.len(),
+                    try_pin_init!(UmemState {
+                        inner <- new_mutex!(
+                            Inner {
+                                map: Some(map),
+                                p2p: P2pCache::new(),
+                                counters: UmemCounters::default(),
+                            },
+                            "UmemState::inner"
+                        ),
+                        range,
+                    }),
+                ),
+                mm: ARef::from(&**mm),
+                dev,
+                writable,
+            }),
+            GFP_KERNEL,
+        )?;
+        lockdep_prime_reclaim(&umem.state().inner);
+        umem.dev.add_user(umem.clone())?;
+        Ok(umem)
+    }
+
+    fn state(&self) -> &UmemState {
+        self.notifier.data()
+    }
+
+    /// The registered range.
+    pub(crate) fn range(&self) -> &UserRange {
+        &self.state().range
+    }
+
+    /// The device the registration maps for.
+    pub(crate) fn device(&self) -> &Arc<DmaDevice> {
+        &self.dev
+    }
+
+    /// The backend, `ODP_HMM_DMA_MODE_*` and the IOVA of the first page (0 if none); `ENODEV`
+    /// once revoked.
+    pub(crate) fn mapping_info(&self) -> Result<(Backend, u32, u64)> {
+        let mut inner = self.state().inner.lock();
+        let map = inner.map.as_mut().ok_or(ENODEV)?;
+        let (mode, base) = map.dma_mode();
+        Ok((map.backend(), mode, base))
+    }
+
+    /// Faults pages `span` in as `request` asks and maps them for the device.
+    ///
+    /// # Errors
+    ///
+    /// `EPERM` for a write to a read-only registration or mapping, `EFAULT` if a page cannot be
+    /// faulted in, `ESRCH` if the address space exited, `ENODEV` once revoked, `EBUSY` if the
+    /// range kept changing for [`FAULT_TIMEOUT_MS`], and mapping errors.
+    pub(crate) fn fault(&self, span: PageSpan, request: Request) -> Result<Faulted> {
+        let want_write = request == Request::Write;
+        if want_write && !self.writable {
+            return Err(EPERM);
+        }
+        let mm = self.mm.mmget_not_zero().ok_or(ESRCH)?;
+        let batch = span.len().min(FAULT_BATCH);
+        let mut words = KVec::from_elem(0u64, batch, GFP_KERNEL)?;
+        let mut candidates = KVec::from_elem(None::<Candidate>, batch, GFP_KERNEL)?;
+        let state = self.state();
+        let mut done = Faulted::default();
+        for chunk in span.chunks(FAULT_BATCH) {
+            let words = &mut words[..chunk.len()];
+            let start = state.range.addr_of(chunk.first);
+            let begun = Instant::<Monotonic>::now();
+            loop {
+                let seq = self.notifier.read_begin();
+                words.fill(0);
+                let read = {
+                    let mmap = mm.mmap_read_lock();
+                    hmm::range_fault(&self.notifier, seq, start, words, request, &mmap)
+                };
+                let retry = match read {
+                    Ok(()) => {
+                        let mut inner = state.inner.lock();
+                        if self.notifier.read_retry(seq) {
+                            true
+                        } else {
+                            let Inner { map, p2p, counters } = &mut *inner;
+                            let map = map.as_mut().ok_or(ENODEV)?;
+                            counters.faults += 1;
+                            counters.pages_faulted += words
+                                .iter()
+                                .filter(|&&w| HmmPfn::from_raw(w).is_valid())
+                                .count()
+                                as u64;
+                            let c =
+                                map.commit(chunk.first, words, want_write, &mut candidates, p2p)?;
+                            done.mapped += c.mapped as u64;
+                            done.valid += c.valid as u64;
+                            done.refused += c.refused as u64;
+                            false
+                        }
+                    }
+                    Err(err) if err == EBUSY => true,
+                    Err(err) => return Err(err),
+                };
+                if !retry {
+                    break;
+                }
+                state.inner.lock().counters.fault_retries += 1;
+                if begun.elapsed() > Delta::from_millis(FAULT_TIMEOUT_MS) {
+                    return Err(EBUSY);
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Fills `out` with the device's view of pages `first..first + out.len()`.
+    pub(crate) fn snapshot(&self, first: usize, out: &mut [uapi::Page]) -> Result {
+        let mut inner = self.state().inner.lock();
+        let Inner { map, p2p, .. } = &mut *inner;
+        let map = map.as_mut().ok_or(ENODEV)?;
+        for (i, slot) in out.iter_mut().enumerate() {
+            let view = map.page(first + i, p2p);
+            *slot = page_entry(view.state, view.dma_addr);
+        }
+        Ok(())
+    }
+
+    /// Runs `access` on the DMA segments of `addr..addr + len` once every page is mapped
+    /// (writable if `write`), faulting missing pages in first, as a device with ODP would. It
+    /// runs under the update lock: the range cannot be invalidated until the access is over.
+    /// Returns its result and the number of pages that had to be faulted.
+    pub(crate) fn device_access<R>(
+        &self,
+        addr: u64,
+        len: usize,
+        write: bool,
+        mut access: impl FnMut(&[DmaSeg]) -> Result<R>,
+    ) -> Result<(R, u64)> {
+        let page_mask = (PAGE_SIZE as u64) - 1;
+        // CAST: `len` is at most `ODP_HMM_DMA_MAX_LEN`.
+        let end = addr.checked_add(len as u64).ok_or(EOVERFLOW)?;
+        let first_page = addr & !page_mask;
+        let span = self
+            .range()
+            .sub_range(first_page, ((end + page_mask) & !page_mask) - first_page)
+            .map_err(crate::device::range_errno)?;
+        let mut faults = 0;
+        for _ in 0..DEVICE_ACCESS_ATTEMPTS {
+            let mut missing = 0;
+            {
+                let mut inner = self.state().inner.lock();
+                let Inner { map, p2p, .. } = &mut *inner;
+                let map = map.as_mut().ok_or(ENODEV)?;
+                let mut segs = [DmaSeg::default(); 2];
+                let mut nsegs = 0;
+                let mut cursor = addr;
+                for idx in span.first..span.end {
+                    let view = map.page(idx, p2p);
+                    let dma = match view.dma_addr {
+                        Some(dma) if !write || view.state.is_writable() => dma,
+                        _ => {
+                            missing += 1;
+                            continue;
+                        }
+                    };
+                    let page_end = self.range().addr_of(idx) + page_mask + 1;
+                    let piece_end = page_end.min(end);
+                    // CAST: A piece is at most one page.
+                    let piece = (piece_end - cursor) as usize;
+                    let dma = dma + (cursor & page_mask);
+                    match nsegs {
+                        0 => {}
+                        n if segs[n - 1].dma_addr + segs[n - 1].len as u64 == dma => {
+                            segs[n - 1].len += piece;
+                            cursor = piece_end;
+                            continue;
+                        }
+                        n if n == segs.len() => return Err(EINVAL),
+                        _ => {}
+                    }
+                    segs[nsegs] = DmaSeg {
+                        dma_addr: dma,
+                        len: piece,
+                    };
+                    nsegs += 1;
+                    cursor = piece_end;
+                }
+                if missing == 0 {
+                    return Ok((access(&segs[..nsegs])?, faults));
+                }
+            }
+            faults += missing;
+            let request = if write { Request::Write } else { Request::Read };
+            self.fault(span, request)?;
+        }
+        Err(EBUSY)
+    }
+
+    /// Counters and gauges; `ENODEV` once revoked.
+    pub(crate) fn stats(&self) -> UmemStats {
+        let mut inner = self.state().inner.lock();
+        let counters = inner.counters;
+        match inner.map.as_mut() {
+            Some(map) => UmemStats {
+                umem: counters,
+                map: map.counters(),
+                iova_bytes: map.iova_bytes(),
+                bookkeeping_bytes: map.bookkeeping_bytes(),
+                // CAST: A page count fits `u64`.
+                pages_now: map.mapped_pages() as u64,
+            },
+            None => UmemStats {
+                umem: counters,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Unmaps everything and releases the IOVA window; later calls fail with `ENODEV`. Used when
+    /// the registration is dropped and when its device goes away (the notifier stays until the
+    /// registration is freed). Returns the final counters.
+    pub(crate) fn revoke(&self) -> UmemStats {
+        let mut inner = self.state().inner.lock();
+        let mut stats = UmemStats {
+            umem: inner.counters,
+            ..Default::default()
+        };
+        if let Some(mut map) = inner.map.take() {
+            // Under the lock: until the pages are unmapped, an invalidation must still wait for
+            // them (once `map` is taken it finds nothing to do).
+            map.unmap_all();
+            stats.map = map.counters();
+            drop(map);
+        }
+        stats
+    }
+}
+
+/// The snapshot entry of a page.
+fn page_entry(state: HmmPfn, dma_addr: Option<u64>) -> uapi::Page {
+    use crate::pfn_flags::MapKind;
+    let mut flags = 0;
+    if state.is_valid() {
+        flags |= uapi::PAGE_VALID;
+    }
+    if state.is_writable() {
+        flags |= uapi::PAGE_WRITE;
+    }
+    match state.map_kind() {
+        Some(MapKind::Memory) => flags |= uapi::PAGE_DMA_MAPPED,
+        Some(MapKind::P2pHostBridge) => flags |= uapi::PAGE_DMA_MAPPED | uapi::PAGE_P2P,
+        Some(MapKind::P2pBus) => flags |= uapi::PAGE_DMA_MAPPED | uapi::PAGE_P2P_BUS,
+        None => {}
+    }
+    uapi::Page {
+        dma_addr: dma_addr.unwrap_or(0),
+        flags,
+        order: if state.is_valid() { state.order() } else { 0 },
+    }
+}
+
+/// Checks that every page of `range` is mapped in `mm` (`EFAULT` if not).
+fn check_mapped(mm: &MmWithUser, range: &UserRange) -> Result {
+    let mmap = mm.mmap_read_lock();
+    let mut addr = range.start();
+    while addr < range.end() {
+        // CAST: User addresses fit `usize` on the 64-bit targets this module builds for.
+        let vma = mmap.vma_lookup(addr as usize).ok_or(EFAULT)?;
+        addr = vma.end() as u64;
+    }
+    Ok(())
+}

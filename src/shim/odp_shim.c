@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * odp_shim: the C half of odp_hmm (see odp_shim.h).
+ *
+ * Module parameters live here because the Rust module! macro has no string
+ * parameters; the rest are out-of-line copies of static inline helpers that
+ * bindgen cannot turn into callable functions.
+ */
+
+#include <linux/dma-mapping.h>
+#include <linux/iommu.h>
+#include <linux/memremap.h>
+#include <linux/mm.h>
+#include <linux/mmu_notifier.h>
+#include <linux/moduleparam.h>
+#include <linux/pci.h>
+#include <linux/string.h>
+#include <linux/sysfs.h>
+
+#include "uapi/linux/odp_hmm.h"
+#include "odp_shim.h"
+
+/* ---- Module parameters ------------------------------------------------ */
+
+static const char *const backend_names[] = {
+	[ODP_SHIM_BACKEND_RUST] = "rust",
+	[ODP_SHIM_BACKEND_KERNEL] = "kernel",
+	[ODP_SHIM_BACKEND_LEGACY] = "legacy",
+	[ODP_SHIM_BACKEND_NONE] = "none",
+};
+
+static int backend = ODP_SHIM_BACKEND_RUST;
+
+static int backend_set(const char *val, const struct kernel_param *kp)
+{
+	int i;
+
+	for (i = 0; i < ARRAY_SIZE(backend_names); i++) {
+		if (backend_names[i] && sysfs_streq(val, backend_names[i])) {
+			*(int *)kp->arg = i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int backend_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%s\n", backend_names[*(int *)kp->arg]);
+}
+
+static const struct kernel_param_ops backend_ops = {
+	.set = backend_set,
+	.get = backend_get,
+};
+
+module_param_cb(backend, &backend_ops, &backend, 0444);
+MODULE_PARM_DESC(backend,
+		 "Default mapping backend: rust (the Rust manager, default), kernel (the kernel's hmm_dma_map_pfn), legacy (dma_map_phys per page) or none (fault only)");
+
+static char dma_device[32];
+module_param_string(dma_device, dma_device, sizeof(dma_device), 0444);
+MODULE_PARM_DESC(dma_device,
+		 "PCI address (DDDD:BB:DD.F) of the DMA device to map for; empty (default): the QEMU edu device this module drives, which can also copy");
+
+static bool debug_raw_dma;
+module_param(debug_raw_dma, bool, 0444);
+MODULE_PARM_DESC(debug_raw_dma,
+		 "Allow ODP_HMM_DMA_SRC_RAW_IOVA (device reads an unchecked DMA address; for tests). Default: off");
+
+int odp_shim_param_backend(void)
+{
+	return backend;
+}
+
+const char *odp_shim_param_dma_device(void)
+{
+	return dma_device;
+}
+
+bool odp_shim_param_debug_raw_dma(void)
+{
+	return debug_raw_dma;
+}
+
+/* ---- <linux/mmu_notifier.h> ------------------------------------------- */
+
+void odp_shim_mmu_interval_set_seq(struct mmu_interval_notifier *sub,
+				   unsigned long cur_seq)
+{
+	mmu_interval_set_seq(sub, cur_seq);
+}
+
+bool odp_shim_mmu_interval_read_retry(struct mmu_interval_notifier *sub,
+				      unsigned long seq)
+{
+	return mmu_interval_read_retry(sub, seq);
+}
+
+bool odp_shim_mmu_notifier_range_blockable(const struct mmu_notifier_range *range)
+{
+	return mmu_notifier_range_blockable(range);
+}
+
+/* ---- <linux/dma-mapping.h> -------------------------------------------- */
+
+bool odp_shim_dma_use_iova(struct dma_iova_state *state)
+{
+	return dma_use_iova(state);
+}
+
+bool odp_shim_dma_mapping_error(struct device *dev, u64 dma_addr)
+{
+	return dma_mapping_error(dev, dma_addr);
+}
+
+u64 odp_shim_dma_get_mask(struct device *dev)
+{
+	return dma_get_mask(dev);
+}
+
+/*
+ * HMM mappings cannot follow the DMA API's buffer ownership rules (the CPU keeps
+ * using the memory), so they need a device that never bounces or syncs: the
+ * test hmm_dma_map_alloc() makes.
+ */
+bool odp_shim_dma_coherent_unbounced(struct device *dev)
+{
+	bool need_sync = false;
+
+#ifdef CONFIG_DMA_NEED_SYNC
+	need_sync = !dev_dma_skip_sync(dev);
+#endif
+	return !need_sync && !dma_addressing_limited(dev);
+}
+
+/* ---- PCI --------------------------------------------------------------- */
+
+u32 odp_shim_pci_segment(struct pci_dev *pdev)
+{
+	return pci_domain_nr(pdev->bus);
+}
+
+/* ---- IOMMU ------------------------------------------------------------- */
+
+u32 odp_shim_iommu_domain_type(struct device *dev)
+{
+	struct iommu_domain *domain = iommu_get_domain_for_dev(dev);
+
+	if (!domain)
+		return ODP_HMM_DOMAIN_NONE;
+	switch (domain->type) {
+	case IOMMU_DOMAIN_IDENTITY:
+		return ODP_HMM_DOMAIN_IDENTITY;
+	case IOMMU_DOMAIN_DMA:
+		return ODP_HMM_DOMAIN_DMA;
+	case IOMMU_DOMAIN_DMA_FQ:
+		return ODP_HMM_DOMAIN_DMA_FQ;
+	default:
+		return ODP_HMM_DOMAIN_OTHER;
+	}
+}
+
+/* ---- Pages ------------------------------------------------------------- */
+
+/*
+ * Called from the invalidation callback with the page still mapped, which keeps
+ * its mapping alive: like ib_umem_odp, the caller's lock stands in for the page
+ * lock (set_page_dirty_lock() may sleep, and the callback may not).
+ */
+void odp_shim_set_pfn_dirty(unsigned long pfn)
+{
+	folio_mark_dirty(page_folio(pfn_to_page(pfn)));
+}
+
+/*
+ * The pagemap of a PCI peer page (one per provider BAR), or NULL for any other
+ * page: the key the P2P classification is cached by.
+ */
+const void *odp_shim_pfn_p2p_pgmap(unsigned long pfn)
+{
+	struct page *page = pfn_to_page(pfn);
+
+	return is_pci_p2pdma_page(page) ? page_pgmap(page) : NULL;
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * odp_shim: the C half of odp_hmm. It holds what Rust cannot express or reach:
+ * wrappers for static inline kernel helpers, and the module parameters (the
+ * Rust `module!` macro has no string parameters).
+ *
+ * Every function here is a thin, non-inline wrapper; policy stays in Rust.
+ */
+#ifndef ODP_SHIM_H
+#define ODP_SHIM_H
+
+#include <linux/types.h>
+
+struct device;
+struct dma_iova_state;
+struct mmu_interval_notifier;
+struct mmu_notifier_range;
+
+/* Module parameters, validated when the module is loaded. */
+enum odp_shim_backend {
+	ODP_SHIM_BACKEND_RUST = 1,
+	ODP_SHIM_BACKEND_KERNEL = 2,
+	ODP_SHIM_BACKEND_LEGACY = 3,
+	ODP_SHIM_BACKEND_NONE = 4,
+};
+int odp_shim_param_backend(void);
+const char *odp_shim_param_dma_device(void);
+bool odp_shim_param_debug_raw_dma(void);
+
+/* <linux/mmu_notifier.h> inline helpers. */
+void odp_shim_mmu_interval_set_seq(struct mmu_interval_notifier *sub,
+				   unsigned long cur_seq);
+bool odp_shim_mmu_interval_read_retry(struct mmu_interval_notifier *sub,
+				      unsigned long seq);
+bool odp_shim_mmu_notifier_range_blockable(const struct mmu_notifier_range *range);
+
+/* <linux/dma-mapping.h> inline helpers. */
+bool odp_shim_dma_use_iova(struct dma_iova_state *state);
+bool odp_shim_dma_mapping_error(struct device *dev, u64 dma_addr);
+u64 odp_shim_dma_get_mask(struct device *dev);
+bool odp_shim_dma_coherent_unbounced(struct device *dev);
+
+struct pci_dev;
+
+/* PCI segment (domain) number of a device. */
+u32 odp_shim_pci_segment(struct pci_dev *pdev);
+
+/* IOMMU domain of a device, as ODP_HMM_DOMAIN_*. */
+u32 odp_shim_iommu_domain_type(struct device *dev);
+
+/* Page helpers on raw PFNs (the PFNs hmm_range_fault() reported). */
+void odp_shim_set_pfn_dirty(unsigned long pfn);
+const void *odp_shim_pfn_p2p_pgmap(unsigned long pfn);
+
+#endif /* ODP_SHIM_H */
