@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The whole test suite, as CI runs it (.ci/run): set-up (idempotent), build, static checks, host
+# unit tests, DKMS packaging, and the selftests inside the VM in every configuration. Each step
+# prints one PASS/FAIL line in the summary; the exit code is non-zero if any failed.
+#
+# Usage: scripts/test.sh [STEP...]    (default: all steps; see `steps` below)
+
+. "$(dirname "$0")/lib.sh"
+
+results=()
+failed=0
+
+# Runs one step, records its outcome and duration.
+step() {
+	local name=$1 start rc
+	shift
+	log "---- $name"
+	start=$(date +%s)
+	set +e
+	"$@"
+	rc=$?
+	set -e
+	local took=$(($(date +%s) - start))
+	if [ "$rc" = 0 ]; then
+		results+=("PASS  $name (${took}s)")
+	else
+		results+=("FAIL  $name (${took}s, exit $rc)")
+		failed=$((failed + 1))
+	fi
+}
+
+kdir() { "$ODP_TOP/scripts/kernel.sh" dir test; }
+
+# Warnings fail the module's clippy build (the kernel's own lint set applies).
+module_clippy() {
+	make -s -C "$ODP_TOP" KDIR="$(kdir)" RUSTC="$KRUSTC" BINDGEN="$BINDGEN" \
+		CLIPPY=1 KRUSTFLAGS=-Dwarnings KCFLAGS=-Werror modules &&
+		# Rebuild without clippy: clippy may change code generation.
+		make -s -C "$ODP_TOP" KDIR="$(kdir)" RUSTC="$KRUSTC" BINDGEN="$BINDGEN" \
+			KRUSTFLAGS=-Dwarnings KCFLAGS=-Werror modules
+}
+
+rustfmt_check() {
+	(cd "$ODP_TOP" && rustfmt --edition 2021 --check $(git ls-files '*.rs'))
+}
+
+userspace_clippy() {
+	(cd "$ODP_TOP" && cargo clippy --quiet --locked --workspace --all-targets -- -D warnings)
+}
+
+host_tests() {
+	(cd "$ODP_TOP" && cargo test --quiet --locked -p odp-hmm-host-tests -p odp-hmm-uapi)
+}
+
+selftests() {
+	local group=$1
+	shift
+	"$ODP_TOP/scripts/vm-run.sh" "$@" -- "$ODP_TOP/target/release/odp_hmm_selftests" $group
+}
+
+steps() {
+	step "set-up (scripts/setup.sh)" "$ODP_TOP/scripts/setup.sh"
+	step "build (module, odpctl, selftests)" "$ODP_TOP/scripts/build.sh"
+	step "rustfmt --check" rustfmt_check
+	step "clippy: module (make CLIPPY=1, warnings are errors)" module_clippy
+	step "clippy: userspace crates" userspace_clippy
+	step "host unit tests (cargo test)" host_tests
+	step "KDIR checks refuse unusable kernels" "$ODP_TOP/scripts/test-check-kdir.sh"
+	step "dkms build against the test kernel" "$ODP_TOP/scripts/test-dkms.sh"
+	step "VM: foundation + odp, backend=rust" \
+		selftests "foundation odp" --module-args "debug_raw_dma=1"
+	step "VM: odp, backend=kernel (the kernel's hmm_dma_map)" \
+		selftests odp --module-args "debug_raw_dma=1 backend=kernel"
+	step "VM: odp, IOMMU passthrough (dma_map_phys fallback)" \
+		selftests odp --module-args "debug_raw_dma=1" --append "iommu.passthrough=1"
+	step "VM: demo (odpctl demo)" \
+		"$ODP_TOP/scripts/vm-run.sh" -- "$ODP_TOP/target/release/odpctl" demo
+}
+
+start=$(date +%s)
+if [ $# -gt 0 ]; then
+	for s in "$@"; do "$s"; done
+else
+	steps
+fi
+echo
+echo "==== odp_hmm test summary ($(($(date +%s) - start)) s)"
+printf '%s\n' "${results[@]}"
+echo "==== $((${#results[@]} - failed)) passed, $failed failed"
+[ "$failed" = 0 ]
