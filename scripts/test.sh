@@ -75,6 +75,12 @@ steps() {
 		selftests odp --module-args "debug_raw_dma=1 backend=kernel"
 	step "VM: odp, IOMMU passthrough (dma_map_phys fallback)" \
 		selftests odp --module-args "debug_raw_dma=1" --append "iommu.passthrough=1"
+	step "VM: P2P through the host bridge (edu + nvme CMB on the root complex, AMD CPU)" \
+		selftests p2p-host-bridge --topology p2p-rc
+	step "VM: P2P by bus address (edu + nvme behind one PCIe switch)" \
+		selftests p2p-bus --topology p2p-switch
+	step "VM: P2P refused (root complex, Intel CPU model)" \
+		selftests p2p-refused --topology p2p-rc-intel
 	step "VM: demo (odpctl demo)" \
 		"$ODP_TOP/scripts/vm-run.sh" -- "$ODP_TOP/target/release/odpctl" demo
 }

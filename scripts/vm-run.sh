@@ -84,6 +84,10 @@ p2p-rc | p2p-rc-intel | p2p-switch)
 		qemu="$qemu -device xio3130-downstream,id=dn1,bus=up1,chassis=2,slot=1"
 		qemu="$qemu -device xio3130-downstream,id=dn2,bus=up1,chassis=3,slot=2"
 		qemu="$qemu ${edu},bus=dn2 ${nvme},bus=dn1"
+		# With an IOMMU, Linux turns on ACS redirect in switch downstream ports, which sends
+		# peer traffic up to the root; turn it off for QEMU's (TI XIO3130, 104c:8233) so that
+		# the two devices can talk through the switch.
+		append="$append pci=disable_acs_redir=pci:104c:8233"
 		;;
 	esac
 	;;

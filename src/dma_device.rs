@@ -127,8 +127,7 @@ pub(crate) struct DmaDevice {
 impl DmaDevice {
     /// A DMA device for `pci`, with its copy engine if it has one.
     pub(crate) fn new(pci: ARef<pci::Device>, engine: Option<Engine>) -> Result<Arc<Self>> {
-        let dev: &device::Device = pci.as_ref();
-        let dev = DmaDev::new(ARef::from(dev));
+        let dev = DmaDev::new(pci.clone());
         Arc::pin_init(
             try_pin_init!(Self {
                 dev,

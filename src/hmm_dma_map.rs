@@ -321,12 +321,12 @@ impl HmmDmaMap {
             .count()
     }
 
-    /// The device's view of page `idx`.
-    pub(crate) fn page(&mut self, idx: usize, p2p: &mut P2pCache) -> PageView {
+    /// The device's view of page `idx`; `p2p` caches the classification of peer pages.
+    pub(crate) fn page(&mut self, idx: usize, p2p: &mut P2pCache<'_>) -> PageView {
         let state = self.state(idx);
         let dma_addr = match state.map_kind() {
             None => None,
-            Some(MapKind::P2pBus) => p2p.bus_address(&self.dev, state.pfn()),
+            Some(MapKind::P2pBus) => p2p.bus_address(state.pfn()),
             Some(_) => match &mut self.store {
                 // CAST: A page index fits `u64`.
                 Store::Iova { window, .. } => Some(window.base() + bytes(idx) as u64),
@@ -365,7 +365,6 @@ impl HmmDmaMap {
         faulted: &[u64],
         want_write: bool,
         candidates: &mut [Option<Candidate>],
-        p2p: &mut P2pCache,
     ) -> Result<Committed> {
         let end = first.checked_add(faulted.len()).ok_or(EINVAL)?;
         if end > self.npages || candidates.len() < faulted.len() {
@@ -379,11 +378,16 @@ impl HmmDmaMap {
                 self.unmap(first + i, first + i + 1);
             }
         }
+        // Peer pages are classified once per provider and batch.
+        let dev = self.dev.clone();
+        let mut p2p = P2pCache::new(dev.pci());
         match self.backend {
-            Backend::Kernel => self.commit_kernel(first, faulted, want_write, p2p, &mut done)?,
+            Backend::Kernel => {
+                self.commit_kernel(first, faulted, want_write, &mut p2p, &mut done)?
+            }
             Backend::None => self.commit_unmapped(first, faulted),
             Backend::Rust | Backend::Legacy => {
-                self.commit_own(first, faulted, want_write, candidates, p2p, &mut done)?
+                self.commit_own(first, faulted, want_write, candidates, &mut p2p, &mut done)?
             }
         }
         done.valid = (first..end)
@@ -400,7 +404,7 @@ impl HmmDmaMap {
         faulted: &[u64],
         want_write: bool,
         candidates: &mut [Option<Candidate>],
-        p2p: &mut P2pCache,
+        p2p: &mut P2pCache<'_>,
         done: &mut Committed,
     ) -> Result {
         let candidates = &mut candidates[..faulted.len()];
@@ -411,7 +415,7 @@ impl HmmDmaMap {
                 continue;
             }
             let writable = want_write && new.is_writable();
-            let kind = match p2p.classify(&self.dev, new.pfn()) {
+            let kind = match p2p.classify(new.pfn()) {
                 P2pClass::Memory => MapKind::Memory,
                 P2pClass::HostBridge => MapKind::P2pHostBridge,
                 P2pClass::BusAddr => {
@@ -511,7 +515,7 @@ impl HmmDmaMap {
         first: usize,
         faulted: &[u64],
         want_write: bool,
-        p2p: &mut P2pCache,
+        p2p: &mut P2pCache<'_>,
         done: &mut Committed,
     ) -> Result {
         let Store::Kernel(map) = &mut self.store else {
@@ -537,15 +541,15 @@ impl HmmDmaMap {
             if was_mapped {
                 continue;
             }
-            if p2p.classify(&self.dev, new.pfn()) == P2pClass::NotSupported {
-                // The kernel helper would fail it too; count it the same way as the Rust path.
-                self.counters.p2p_refused_pages += 1;
-                done.refused += 1;
-                map.pfns_mut()[idx] = 0;
-                continue;
-            }
             if let Err(err) = map.map_pfn(idx, &mut state) {
                 map.pfns_mut()[idx] = 0;
+                // The kernel helper refuses a peer page it cannot reach with a bare mapping
+                // error: report it as such, not as an I/O error.
+                if p2p.classify(new.pfn()) != P2pClass::Memory {
+                    self.counters.p2p_refused_pages += 1;
+                    done.refused += 1;
+                    continue;
+                }
                 return Err(err);
             }
             let mapped = HmmPfn::from_raw(map.pfns()[idx]);

@@ -139,7 +139,6 @@ pub(crate) struct DmaSeg {
 struct Inner {
     /// The mapping; `None` once the registration is revoked (its device is going away).
     map: Option<HmmDmaMap>,
-    p2p: P2pCache,
     counters: UmemCounters,
 }
 
@@ -220,7 +219,6 @@ impl OdpUmem {
                         inner <- new_mutex!(
                             Inner {
                                 map: Some(map),
-                                p2p: P2pCache::new(),
                                 counters: UmemCounters::default(),
                             },
                             "UmemState::inner"
@@ -297,7 +295,7 @@ impl OdpUmem {
                         if self.notifier.read_retry(seq) {
                             true
                         } else {
-                            let Inner { map, p2p, counters } = &mut *inner;
+                            let Inner { map, counters } = &mut *inner;
                             let map = map.as_mut().ok_or(ENODEV)?;
                             counters.faults += 1;
                             counters.pages_faulted += words
@@ -305,8 +303,7 @@ impl OdpUmem {
                                 .filter(|&&w| HmmPfn::from_raw(w).is_valid())
                                 .count()
                                 as u64;
-                            let c =
-                                map.commit(chunk.first, words, want_write, &mut candidates, p2p)?;
+                            let c = map.commit(chunk.first, words, want_write, &mut candidates)?;
                             done.mapped += c.mapped as u64;
                             done.valid += c.valid as u64;
                             done.refused += c.refused as u64;
@@ -330,11 +327,11 @@ impl OdpUmem {
 
     /// Fills `out` with the device's view of pages `first..first + out.len()`.
     pub(crate) fn snapshot(&self, first: usize, out: &mut [uapi::Page]) -> Result {
+        let mut p2p = P2pCache::new(self.dev.dma().pci());
         let mut inner = self.state().inner.lock();
-        let Inner { map, p2p, .. } = &mut *inner;
-        let map = map.as_mut().ok_or(ENODEV)?;
+        let map = inner.map.as_mut().ok_or(ENODEV)?;
         for (i, slot) in out.iter_mut().enumerate() {
-            let view = map.page(first + i, p2p);
+            let view = map.page(first + i, &mut p2p);
             *slot = page_entry(view.state, view.dma_addr);
         }
         Ok(())
@@ -363,14 +360,14 @@ impl OdpUmem {
         for _ in 0..DEVICE_ACCESS_ATTEMPTS {
             let mut missing = 0;
             {
+                let mut p2p = P2pCache::new(self.dev.dma().pci());
                 let mut inner = self.state().inner.lock();
-                let Inner { map, p2p, .. } = &mut *inner;
-                let map = map.as_mut().ok_or(ENODEV)?;
+                let map = inner.map.as_mut().ok_or(ENODEV)?;
                 let mut segs = [DmaSeg::default(); 2];
                 let mut nsegs = 0;
                 let mut cursor = addr;
                 for idx in span.first..span.end {
-                    let view = map.page(idx, p2p);
+                    let view = map.page(idx, &mut p2p);
                     let dma = match view.dma_addr {
                         Some(dma) if !write || view.state.is_writable() => dma,
                         _ => {

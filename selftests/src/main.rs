@@ -5,11 +5,13 @@
 //! closing `N passed, N failed` line. The exit code is non-zero if any test failed.
 //!
 //! Usage: odp_hmm_selftests [GROUP...] [-k SUBSTRING]
-//!   GROUP: foundation, odp (default: both)
+//!   GROUP: foundation, odp (default: both), p2p-host-bridge, p2p-bus, p2p-refused (each in
+//!   its VM topology, see scripts/test.sh)
 
 mod foundation;
 mod ktap;
 mod odp;
+mod p2p;
 mod util;
 
 use ktap::Test;
@@ -19,6 +21,9 @@ fn group(name: &str) -> Option<&'static [&'static Test]> {
     match name {
         "foundation" => Some(foundation::TESTS),
         "odp" => Some(odp::TESTS),
+        "p2p-host-bridge" => Some(p2p::HOST_BRIDGE),
+        "p2p-bus" => Some(p2p::BUS),
+        "p2p-refused" => Some(p2p::REFUSED),
         _ => None,
     }
 }

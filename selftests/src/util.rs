@@ -50,6 +50,14 @@ impl Mapping {
         })
     }
 
+    /// Takes ownership of `len` bytes mapped at `addr` by other means.
+    pub fn adopt(addr: u64, len: usize) -> Self {
+        Self {
+            ptr: addr as *mut u8,
+            len,
+        }
+    }
+
     /// Private anonymous read-write memory.
     pub fn anon(len: usize) -> io::Result<Self> {
         Self::new(

@@ -19,6 +19,7 @@ use kernel::{
     bindings,
     device,
     error::to_result,
+    pci,
     prelude::*,
     sync::aref::ARef, //
 };
@@ -64,31 +65,36 @@ pub(crate) fn raw_device<Ctx: device::DeviceContext>(
     ptr::from_ref(dev).cast::<bindings::device>().cast_mut()
 }
 
-/// A device that memory is mapped for.
+/// A (PCI) device that memory is mapped for.
 ///
 /// # Invariants
 ///
-/// `dev` is a device that is not unbound while this value is used to map memory: the owner
+/// `pci` is a device that is not unbound while this value is used to map memory: the owner
 /// revokes every mapping before its driver lets go of the device (see `dma_device.rs`).
 #[derive(Clone)]
 pub(crate) struct DmaDev {
-    dev: ARef<device::Device>,
+    pci: ARef<pci::Device>,
 }
 
 impl DmaDev {
-    /// Wraps a device whose DMA mask its driver has set.
-    pub(crate) fn new(dev: ARef<device::Device>) -> Self {
+    /// Wraps a PCI device whose DMA mask its driver has set.
+    pub(crate) fn new(pci: ARef<pci::Device>) -> Self {
         // INVARIANT: The caller (the DMA device slot) revokes mappings before unbind.
-        Self { dev }
+        Self { pci }
     }
 
     /// The device.
     pub(crate) fn device(&self) -> &device::Device {
-        &self.dev
+        self.pci.as_ref()
+    }
+
+    /// The device, as a PCI device.
+    pub(crate) fn pci(&self) -> &pci::Device {
+        &self.pci
     }
 
     fn as_raw(&self) -> *mut bindings::device {
-        raw_device(&self.dev)
+        raw_device(self.device())
     }
 
     /// The streaming DMA mask.

@@ -14,6 +14,7 @@
 #include <linux/mmu_notifier.h>
 #include <linux/moduleparam.h>
 #include <linux/pci.h>
+#include <linux/pci-p2pdma.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
 
@@ -173,6 +174,8 @@ void odp_shim_set_pfn_dirty(unsigned long pfn)
 	folio_mark_dirty(page_folio(pfn_to_page(pfn)));
 }
 
+/* ---- PCI peer-to-peer memory ------------------------------------------ */
+
 /*
  * The pagemap of a PCI peer page (one per provider BAR), or NULL for any other
  * page: the key the P2P classification is cached by.
@@ -183,3 +186,84 @@ const void *odp_shim_pfn_p2p_pgmap(unsigned long pfn)
 
 	return is_pci_p2pdma_page(page) ? page_pgmap(page) : NULL;
 }
+
+/*
+ * The PCI function whose memory BAR holds peer page @pfn, with a reference
+ * (drop it with odp_shim_pci_dev_put()), and its BAR's bus offset (bus address
+ * minus CPU physical address: what pci_p2pdma_bus_addr_map() adds). NULL if
+ * @pfn is not PCI peer memory.
+ */
+struct pci_dev *odp_shim_p2p_provider(unsigned long pfn, u64 *bus_offset)
+{
+	phys_addr_t phys = PFN_PHYS(pfn);
+	struct pci_dev *pdev = NULL;
+	int bar;
+
+	if (!odp_shim_pfn_p2p_pgmap(pfn))
+		return NULL;
+	for_each_pci_dev(pdev) {
+		for (bar = 0; bar < PCI_STD_NUM_BARS; bar++) {
+			struct resource *res = &pdev->resource[bar];
+
+			if (!(res->flags & IORESOURCE_MEM) ||
+			    phys < res->start || phys > res->end)
+				continue;
+			/* for_each_pci_dev() holds a reference on pdev. */
+			*bus_offset = pci_bus_address(pdev, bar) -
+				      pci_resource_start(pdev, bar);
+			return pdev;
+		}
+	}
+	return NULL;
+}
+
+/* The bridge above @pdev, or NULL at the root; @pdev holds a reference on it. */
+struct pci_dev *odp_shim_pci_upstream_bridge(struct pci_dev *pdev)
+{
+	return pci_upstream_bridge(pdev);
+}
+
+/*
+ * Whether @pdev redirects peer-to-peer requests upstream (ACS Request or
+ * Completion Redirect, or Egress Control set): the test of
+ * drivers/pci/p2pdma.c: pci_bridge_has_acs_redir().
+ */
+bool odp_shim_pci_acs_redirects(struct pci_dev *pdev)
+{
+	u16 ctrl;
+
+	if (!pdev->acs_cap)
+		return false;
+	pci_read_config_word(pdev, pdev->acs_cap + PCI_ACS_CTRL, &ctrl);
+	return ctrl & (PCI_ACS_RR | PCI_ACS_CR | PCI_ACS_EC);
+}
+
+/* pci_p2pdma_distance() between @provider and @client: < 0 if unsupported. */
+int odp_shim_p2pdma_distance(struct pci_dev *provider, struct device *client)
+{
+	return pci_p2pdma_distance_many(provider, &client, 1, false);
+}
+
+void odp_shim_pci_dev_put(struct pci_dev *pdev)
+{
+	pci_dev_put(pdev);
+}
+
+#ifdef ODP_SHIM_HAVE_P2PDMA_STATE
+int odp_shim_p2pdma_state(struct pci_p2pdma_map_state *state,
+			  struct device *dev, unsigned long pfn, u64 *bus_addr)
+{
+	struct page *page = pfn_to_page(pfn);
+	enum pci_p2pdma_map_type type = pci_p2pdma_state(state, dev, page);
+
+	if (type == PCI_P2PDMA_MAP_BUS_ADDR)
+		*bus_addr = pci_p2pdma_bus_addr_map(state->mem, PFN_PHYS(pfn));
+	return type;
+}
+#else
+int odp_shim_p2pdma_state(struct pci_p2pdma_map_state *state,
+			  struct device *dev, unsigned long pfn, u64 *bus_addr)
+{
+	return -EOPNOTSUPP;
+}
+#endif

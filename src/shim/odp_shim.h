@@ -50,6 +50,21 @@ u32 odp_shim_iommu_domain_type(struct device *dev);
 
 /* Page helpers on raw PFNs (the PFNs hmm_range_fault() reported). */
 void odp_shim_set_pfn_dirty(unsigned long pfn);
+
+/* PCI peer-to-peer memory (see src/p2p.rs for the classification rule). */
+struct pci_p2pdma_map_state;
 const void *odp_shim_pfn_p2p_pgmap(unsigned long pfn);
+struct pci_dev *odp_shim_p2p_provider(unsigned long pfn, u64 *bus_offset);
+struct pci_dev *odp_shim_pci_upstream_bridge(struct pci_dev *pdev);
+bool odp_shim_pci_acs_redirects(struct pci_dev *pdev);
+int odp_shim_p2pdma_distance(struct pci_dev *provider, struct device *client);
+void odp_shim_pci_dev_put(struct pci_dev *pdev);
+/*
+ * The kernel's own pci_p2pdma_state(), where the kernel exports what it needs
+ * (ODP_SHIM_HAVE_P2PDMA_STATE, probed by Kbuild): a PCI_P2PDMA_MAP_* value,
+ * and the bus address of a PCI_P2PDMA_MAP_BUS_ADDR page.
+ */
+int odp_shim_p2pdma_state(struct pci_p2pdma_map_state *state,
+			  struct device *dev, unsigned long pfn, u64 *bus_addr);
 
 #endif /* ODP_SHIM_H */
