@@ -71,10 +71,10 @@ steps() {
 	step "dkms build against the test kernel" "$ODP_TOP/scripts/test-dkms.sh"
 	step "VM: foundation + odp, backend=rust" \
 		selftests "foundation odp" --module-args "debug_raw_dma=1"
-	step "VM: odp, backend=kernel (the kernel's hmm_dma_map)" \
-		selftests odp --module-args "debug_raw_dma=1 backend=kernel"
-	step "VM: odp, IOMMU passthrough (dma_map_phys fallback)" \
-		selftests odp --module-args "debug_raw_dma=1" --append "iommu.passthrough=1"
+	step "VM: foundation + odp, backend=kernel (the kernel's hmm_dma_map)" \
+		selftests "foundation odp" --module-args "debug_raw_dma=1 backend=kernel"
+	step "VM: foundation + odp, IOMMU passthrough (dma_map_phys fallback)" \
+		selftests "foundation odp" --module-args "debug_raw_dma=1" --append "iommu.passthrough=1"
 	step "VM: P2P through the host bridge (edu + nvme CMB on the root complex, AMD CPU)" \
 		selftests p2p-host-bridge --topology p2p-rc
 	step "VM: P2P by bus address (edu + nvme behind one PCIe switch)" \

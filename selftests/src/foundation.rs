@@ -49,6 +49,10 @@ pub const TESTS: &[&Test] = &[
         name: "load_unload_20_times",
         run: load_unload_20_times,
     },
+    &Test {
+        name: "unbind_revokes_registrations",
+        run: unbind_revokes_registrations,
+    },
 ];
 
 fn device_node_mode() -> TestResult {
@@ -195,5 +199,77 @@ fn load_unload_20_times() -> TestResult {
         let info = Device::open()?.info()?;
         check_eq!(info.version, ODP_HMM_ABI_VERSION, "round {round}: info");
     }
+    Ok(())
+}
+
+fn unbind_revokes_registrations() -> TestResult {
+    let dev = Device::open()?;
+    let info = dev.info()?;
+    if (info.pci_vendor, info.pci_device) != (0x1234, 0x11e8) {
+        skip!("the DMA device is not an edu this module drives");
+    }
+    let bdf = format!(
+        "{:04x}:{:02x}:{:02x}.{:x}",
+        info.pci_segment,
+        info.pci_bus,
+        info.pci_devfn >> 3,
+        info.pci_devfn & 7
+    );
+    let driver = "/sys/bus/pci/drivers/odp_hmm_edu";
+    let ps = page_size();
+    let mut m = Mapping::anon(4 * ps)?;
+    m.fill_page(0, 0x42);
+    let reg = dev.register(m.addr(), m.len() as u64, RW, 0)?;
+    dev.fault(reg.handle, m.addr(), m.len() as u64, ODP_HMM_FAULT_WRITE)?;
+    check_eq!(
+        dev.stats(reg.handle)?.pages_now,
+        4,
+        "pages mapped before unbind"
+    );
+    // The driver lets go of the device: every registration stops mapping for it first.
+    fs::write(format!("{driver}/unbind"), &bdf)?;
+    let result = (|| -> TestResult {
+        expect_errno(
+            dev.fault(reg.handle, m.addr(), ps as u64, 0),
+            libc::ENODEV,
+            "fault after unbind",
+        )?;
+        expect_errno(
+            dev.snapshot(reg.handle, m.addr(), 1),
+            libc::ENODEV,
+            "snapshot after unbind",
+        )?;
+        expect_errno(
+            dev.copy(
+                (reg.handle, m.addr()),
+                (reg.handle, m.addr() + ps as u64),
+                64,
+            ),
+            libc::ENODEV,
+            "device copy after unbind",
+        )?;
+        expect_errno(dev.info(), libc::ENODEV, "info without a DMA device")?;
+        check_eq!(
+            dev.stats(reg.handle)?.pages_now,
+            0,
+            "pages mapped after unbind"
+        );
+        dev.unregister(reg.handle)?;
+        Ok(())
+    })();
+    // Bind it again, whatever happened.
+    fs::write(format!("{driver}/bind"), &bdf)?;
+    result?;
+    // A new registration maps for the rebound device.
+    let reg = dev.register(m.addr(), m.len() as u64, RW, 0)?;
+    dev.copy(
+        (reg.handle, m.addr()),
+        (reg.handle, m.addr() + ps as u64),
+        ps as u64,
+    )?;
+    check!(
+        m.bytes()[..ps] == m.bytes()[ps..2 * ps],
+        "device copy after rebinding"
+    );
     Ok(())
 }
