@@ -24,6 +24,8 @@ APT_PACKAGES=(
 	kmod udev
 	# Packaging test.
 	dkms
+	# Benchmark plots (scripts/bench-report.py).
+	python3-matplotlib
 )
 
 apt_missing() {

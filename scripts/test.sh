@@ -81,6 +81,8 @@ steps() {
 		selftests p2p-bus --topology p2p-switch
 	step "VM: P2P refused (root complex, Intel CPU model)" \
 		selftests p2p-refused --topology p2p-rc-intel
+	step "VM: benchmark code, quick pass (scripts/bench.sh --quick)" \
+		"$ODP_TOP/scripts/bench.sh" --quick
 	step "VM: demo (odpctl demo)" \
 		"$ODP_TOP/scripts/vm-run.sh" -- "$ODP_TOP/target/release/odpctl" demo
 }

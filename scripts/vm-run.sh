@@ -20,6 +20,7 @@
 #   --kernel DIR      kernel build tree (default: the cached test kernel)
 #   --memory SIZE     guest memory (default: 2G)
 #   --keep DIR        keep the guest's logs (dmesg.txt, kmemleak.txt) in DIR
+#   --rwdir DIR       share host directory DIR with the guest, writable (at the same path)
 #
 # IOMMU faults (DMAR lines) are expected only between the markers a test writes to /dev/kmsg:
 #   "odp_hmm-test: expect iommu fault begin" ... "odp_hmm-test: expect iommu fault end";
@@ -38,6 +39,7 @@ module=$ODP_TOP/odp_hmm.ko
 kernel=
 memory=2G
 keep=
+rwdirs=()
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -50,6 +52,7 @@ while [ $# -gt 0 ]; do
 	--kernel) kernel=$2; shift 2 ;;
 	--memory) memory=$2; shift 2 ;;
 	--keep) keep=$2; shift 2 ;;
+	--rwdir) rwdirs+=(--rwdir="$2"); shift 2 ;;
 	--) shift; break ;;
 	-*) die "unknown option $1" ;;
 	*) break ;;
@@ -114,7 +117,7 @@ kvm_opt=--disable-kvm
 set +e
 # shellcheck disable=SC2086
 timeout --foreground 1800 vng --run "$kernel/arch/x86/boot/bzImage" --disable-microvm $kvm_opt \
-	--memory "$memory" --cpus 2 --rwdir="$results" \
+	--memory "$memory" --cpus 2 --rwdir="$results" "${rwdirs[@]}" \
 	--append "intel_iommu=on iommu.strict=1 $append" \
 	--qemu-opts="$qemu $qemu_extra" \
 	--exec "bash $ODP_TOP/scripts/guest-run.sh $results" </dev/null

@@ -312,6 +312,10 @@ impl OdpFile {
         req.pages_now = total.pages_now;
         // CAST: A count of registrations fits `u64`.
         req.registrations = live as u64;
+        req.fault_ns = total.umem.fault_ns;
+        req.map_ns = total.umem.map_ns;
+        req.sync_ns = total.map.sync_ns;
+        req.unmap_ns = total.umem.unmap_ns;
         uapi::write_arg(arg, &req)
     }
 
@@ -330,6 +334,10 @@ fn add_stats(a: &mut UmemStats, b: &UmemStats) {
     a.umem.invalidations += b.umem.invalidations;
     a.umem.invalidations_ignored += b.umem.invalidations_ignored;
     a.umem.fault_retries += b.umem.fault_retries;
+    a.umem.fault_ns += b.umem.fault_ns;
+    a.umem.map_ns += b.umem.map_ns;
+    a.umem.unmap_ns += b.umem.unmap_ns;
+    a.map.sync_ns += b.map.sync_ns;
     a.map.pages_mapped += b.map.pages_mapped;
     a.map.pages_unmapped += b.map.pages_unmapped;
     a.map.link_calls += b.map.link_calls;

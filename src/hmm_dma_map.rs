@@ -29,6 +29,10 @@ use kernel::{
         PAGE_SIZE, //
     },
     prelude::*,
+    time::{
+        Instant,
+        Monotonic, //
+    },
 };
 
 use crate::{
@@ -117,6 +121,8 @@ pub(crate) struct MapCounters {
     pub(crate) p2p_bus_pages: u64,
     /// Peer pages the topology could not reach.
     pub(crate) p2p_refused_pages: u64,
+    /// Nanoseconds spent in `dma_iova_sync()`.
+    pub(crate) sync_ns: u64,
 }
 
 /// What a commit did.
@@ -172,6 +178,11 @@ pub(crate) struct HmmDmaMap {
     store: Store,
     npages: usize,
     counters: MapCounters,
+}
+
+/// Nanoseconds since `start`.
+pub(crate) fn elapsed_ns(start: Instant<Monotonic>) -> u64 {
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(0)
 }
 
 /// Bytes of `npages` pages.
@@ -500,7 +511,10 @@ impl HmmDmaMap {
         // One IOTLB sync covers every link of the batch.
         if let (Some((lo, hi)), Store::Iova { window, .. }) = (synced, &mut self.store) {
             self.counters.sync_calls += 1;
-            if let Err(err) = window.sync(bytes(lo), bytes(hi - lo)) {
+            let start = Instant::<Monotonic>::now();
+            let synced = window.sync(bytes(lo), bytes(hi - lo));
+            self.counters.sync_ns += elapsed_ns(start);
+            if let Err(err) = synced {
                 // The links may not be visible: take them all back.
                 self.unmap(lo, hi);
                 return Err(err);

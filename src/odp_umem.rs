@@ -48,6 +48,7 @@ use kernel::{
 use crate::{
     dma_device::DmaDevice,
     hmm_dma_map::{
+        elapsed_ns,
         Backend,
         HmmDmaMap,
         MapCounters, //
@@ -98,6 +99,12 @@ pub(crate) struct UmemCounters {
     pub(crate) invalidations_ignored: u64,
     /// Faults repeated because the range changed under them.
     pub(crate) fault_retries: u64,
+    /// Nanoseconds spent in `hmm_range_fault()`.
+    pub(crate) fault_ns: u64,
+    /// Nanoseconds spent committing faults (mapping).
+    pub(crate) map_ns: u64,
+    /// Nanoseconds invalidations spent unmapping.
+    pub(crate) unmap_ns: u64,
 }
 
 /// Everything `ODP_HMM_IOC_STATS` reports about one registration.
@@ -169,10 +176,12 @@ impl Invalidate for UmemState {
             }),
             Event::Other => self.range.overlap(inv.start(), inv.end()),
         };
+        let start = Instant::<Monotonic>::now();
         let unmapped = match (span, inner.map.as_mut()) {
             (Some(span), Some(map)) => map.unmap(span.first, span.end),
             _ => 0,
         };
+        inner.counters.unmap_ns += elapsed_ns(start);
         if unmapped > 0 {
             inner.counters.invalidations += 1;
         } else {
@@ -285,16 +294,20 @@ impl OdpUmem {
             loop {
                 let seq = self.notifier.read_begin();
                 words.fill(0);
+                let walk = Instant::<Monotonic>::now();
                 let read = {
                     let mmap = mm.mmap_read_lock();
                     hmm::range_fault(&self.notifier, seq, start, words, request, &mmap)
                 };
+                let walk_ns = elapsed_ns(walk);
                 let retry = match read {
                     Ok(()) => {
                         let mut inner = state.inner.lock();
+                        inner.counters.fault_ns += walk_ns;
                         if self.notifier.read_retry(seq) {
                             true
                         } else {
+                            let committing = Instant::<Monotonic>::now();
                             let Inner { map, counters } = &mut *inner;
                             let map = map.as_mut().ok_or(ENODEV)?;
                             counters.faults += 1;
@@ -307,6 +320,7 @@ impl OdpUmem {
                             done.mapped += c.mapped as u64;
                             done.valid += c.valid as u64;
                             done.refused += c.refused as u64;
+                            counters.map_ns += elapsed_ns(committing);
                             false
                         }
                     }

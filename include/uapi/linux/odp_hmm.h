@@ -232,6 +232,11 @@ struct odp_hmm_snapshot {
  * @bookkeeping_bytes: out: kernel memory held now for per-page state
  * @pages_now:	out: pages mapped now
  * @registrations: out: registrations alive now
+ * @fault_ns:	out: time spent in hmm_range_fault()
+ * @map_ns:	out: time spent mapping faulted pages (links, syncs, bookkeeping)
+ * @sync_ns:	out: of which in dma_iova_sync() (0 for backend=kernel, which
+ *		syncs inside hmm_dma_map_pfn())
+ * @unmap_ns:	out: time invalidations spent unmapping
  */
 struct odp_hmm_stats {
 	__u32 version;
@@ -254,6 +259,10 @@ struct odp_hmm_stats {
 	__u64 bookkeeping_bytes;
 	__u64 pages_now;
 	__u64 registrations;
+	__u64 fault_ns;
+	__u64 map_ns;
+	__u64 sync_ns;
+	__u64 unmap_ns;
 };
 
 /* struct odp_hmm_dma::flags */

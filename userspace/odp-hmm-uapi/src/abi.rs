@@ -151,6 +151,10 @@ pub struct odp_hmm_stats {
     pub bookkeeping_bytes: u64,
     pub pages_now: u64,
     pub registrations: u64,
+    pub fault_ns: u64,
+    pub map_ns: u64,
+    pub sync_ns: u64,
+    pub unmap_ns: u64,
 }
 
 /// `struct odp_hmm_dma`.

@@ -175,6 +175,10 @@ fn header_and_mirror_agree() {
             bookkeeping_bytes,
             pages_now,
             registrations,
+            fault_ns,
+            map_ns,
+            sync_ns,
+            unmap_ns,
         }
     );
     check_struct!(
