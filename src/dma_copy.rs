@@ -16,10 +16,8 @@ use crate::{
     dma_device,
     edu::{Direction, Engine, BUF_SIZE},
     kapi::{mm::capable, params},
-    odp_umem::{
-        DmaSeg,
-        OdpUmem, //
-    },
+    odp_umem::OdpUmem,
+    range::DmaSeg,
     uapi,
 };
 

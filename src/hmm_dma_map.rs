@@ -47,6 +47,7 @@ use crate::{
             P2pState, //
         },
         mm::set_pfn_dirty,
+        p2pdma::any_p2p,
     },
     link_plan::{
         must_remap,
@@ -326,10 +327,9 @@ impl HmmDmaMap {
     }
 
     /// Pages mapped now.
-    pub(crate) fn mapped_pages(&self) -> usize {
-        (0..self.npages)
-            .filter(|&i| self.state(i).is_dma_mapped())
-            .count()
+    pub(crate) fn mapped_pages(&self) -> u64 {
+        // Every page made reachable is counted once, and once again when it is made unreachable.
+        self.counters.pages_mapped - self.counters.pages_unmapped
     }
 
     /// The device's view of page `idx`; `p2p` caches the classification of peer pages.
@@ -389,21 +389,22 @@ impl HmmDmaMap {
                 self.unmap(first + i, first + i + 1);
             }
         }
-        // Peer pages are classified once per provider and batch.
+        // Peer pages are classified once per provider and batch, and only batches that hold
+        // some are classified at all.
         let dev = self.dev.clone();
-        let mut p2p = P2pCache::new(dev.pci());
+        let mut cache = P2pCache::new(dev.pci());
+        let p2p = any_p2p(faulted).then_some(&mut cache);
         match self.backend {
-            Backend::Kernel => {
-                self.commit_kernel(first, faulted, want_write, &mut p2p, &mut done)?
-            }
+            Backend::Kernel => self.commit_kernel(first, faulted, want_write, p2p, &mut done)?,
             Backend::None => self.commit_unmapped(first, faulted),
             Backend::Rust | Backend::Legacy => {
-                self.commit_own(first, faulted, want_write, candidates, &mut p2p, &mut done)?
+                self.commit_own(first, faulted, want_write, candidates, p2p, &mut done)?
             }
         }
+        let floor = self.backend == Backend::None;
         done.valid = (first..end)
-            .filter(|&i| self.state(i).is_dma_mapped() || self.backend == Backend::None)
-            .filter(|&i| self.state(i).is_valid())
+            .map(|i| self.state(i))
+            .filter(|s| s.is_valid() && (floor || s.is_dma_mapped()))
             .count();
         Ok(done)
     }
@@ -415,7 +416,7 @@ impl HmmDmaMap {
         faulted: &[u64],
         want_write: bool,
         candidates: &mut [Option<Candidate>],
-        p2p: &mut P2pCache<'_>,
+        mut p2p: Option<&mut P2pCache<'_>>,
         done: &mut Committed,
     ) -> Result {
         let candidates = &mut candidates[..faulted.len()];
@@ -426,7 +427,10 @@ impl HmmDmaMap {
                 continue;
             }
             let writable = want_write && new.is_writable();
-            let kind = match p2p.classify(new.pfn()) {
+            let class = p2p
+                .as_mut()
+                .map_or(P2pClass::Memory, |p| p.classify(new.pfn()));
+            let kind = match class {
                 P2pClass::Memory => MapKind::Memory,
                 P2pClass::HostBridge => MapKind::P2pHostBridge,
                 P2pClass::BusAddr => {
@@ -529,7 +533,7 @@ impl HmmDmaMap {
         first: usize,
         faulted: &[u64],
         want_write: bool,
-        p2p: &mut P2pCache<'_>,
+        mut p2p: Option<&mut P2pCache<'_>>,
         done: &mut Committed,
     ) -> Result {
         let Store::Kernel(map) = &mut self.store else {
@@ -559,7 +563,10 @@ impl HmmDmaMap {
                 map.pfns_mut()[idx] = 0;
                 // The kernel helper refuses a peer page it cannot reach with a bare mapping
                 // error: report it as such, not as an I/O error.
-                if p2p.classify(new.pfn()) != P2pClass::Memory {
+                let class = p2p
+                    .as_mut()
+                    .map_or(P2pClass::Memory, |p| p.classify(new.pfn()));
+                if class != P2pClass::Memory {
                     self.counters.p2p_refused_pages += 1;
                     done.refused += 1;
                     continue;

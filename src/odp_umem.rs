@@ -50,6 +50,7 @@ use crate::{
     hmm_dma_map::{
         elapsed_ns,
         Backend,
+        Committed,
         HmmDmaMap,
         MapCounters, //
     },
@@ -70,6 +71,8 @@ use crate::{
     p2p::P2pCache,
     pfn_flags::HmmPfn,
     range::{
+        dma_segments,
+        DmaSeg,
         PageSpan,
         UserRange, //
     },
@@ -133,13 +136,21 @@ pub(crate) struct Faulted {
     pub(crate) refused: u64,
 }
 
-/// A piece of a device access: `len` bytes at DMA address `dma_addr`.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct DmaSeg {
-    /// Where the device reads or writes.
-    pub(crate) dma_addr: u64,
-    /// How many bytes.
-    pub(crate) len: usize,
+/// Scratch space of one fault batch.
+struct Scratch<'a> {
+    /// What `hmm_range_fault()` reports.
+    words: &'a mut [u64],
+    /// What the mapping manager plans with.
+    candidates: &'a mut [Option<Candidate>],
+}
+
+impl Scratch<'_> {
+    fn reborrow(&mut self) -> Scratch<'_> {
+        Scratch {
+            words: self.words,
+            candidates: self.candidates,
+        }
+    }
 }
 
 /// The state the update lock protects.
@@ -277,66 +288,80 @@ impl OdpUmem {
     /// faulted in, `ESRCH` if the address space exited, `ENODEV` once revoked, `EBUSY` if the
     /// range kept changing for [`FAULT_TIMEOUT_MS`], and mapping errors.
     pub(crate) fn fault(&self, span: PageSpan, request: Request) -> Result<Faulted> {
-        let want_write = request == Request::Write;
-        if want_write && !self.writable {
+        if request == Request::Write && !self.writable {
             return Err(EPERM);
         }
         let mm = self.mm.mmget_not_zero().ok_or(ESRCH)?;
+        // Scratch space, allocated here: nothing may allocate under the update lock.
         let batch = span.len().min(FAULT_BATCH);
         let mut words = KVec::from_elem(0u64, batch, GFP_KERNEL)?;
         let mut candidates = KVec::from_elem(None::<Candidate>, batch, GFP_KERNEL)?;
-        let state = self.state();
         let mut done = Faulted::default();
         for chunk in span.chunks(FAULT_BATCH) {
-            let words = &mut words[..chunk.len()];
-            let start = state.range.addr_of(chunk.first);
             let begun = Instant::<Monotonic>::now();
-            loop {
-                let seq = self.notifier.read_begin();
-                words.fill(0);
-                let walk = Instant::<Monotonic>::now();
-                let read = {
-                    let mmap = mm.mmap_read_lock();
-                    hmm::range_fault(&self.notifier, seq, start, words, request, &mmap)
-                };
-                let walk_ns = elapsed_ns(walk);
-                let retry = match read {
-                    Ok(()) => {
-                        let mut inner = state.inner.lock();
-                        inner.counters.fault_ns += walk_ns;
-                        if self.notifier.read_retry(seq) {
-                            true
-                        } else {
-                            let committing = Instant::<Monotonic>::now();
-                            let Inner { map, counters } = &mut *inner;
-                            let map = map.as_mut().ok_or(ENODEV)?;
-                            counters.faults += 1;
-                            counters.pages_faulted += words
-                                .iter()
-                                .filter(|&&w| HmmPfn::from_raw(w).is_valid())
-                                .count()
-                                as u64;
-                            let c = map.commit(chunk.first, words, want_write, &mut candidates)?;
-                            done.mapped += c.mapped as u64;
-                            done.valid += c.valid as u64;
-                            done.refused += c.refused as u64;
-                            counters.map_ns += elapsed_ns(committing);
-                            false
-                        }
-                    }
-                    Err(err) if err == EBUSY => true,
-                    Err(err) => return Err(err),
-                };
-                if !retry {
-                    break;
+            let mut scratch = Scratch {
+                words: &mut words[..chunk.len()],
+                candidates: &mut candidates[..chunk.len()],
+            };
+            let committed = loop {
+                if let Some(c) = self.fault_batch(&mm, chunk, request, scratch.reborrow())? {
+                    break c;
                 }
-                state.inner.lock().counters.fault_retries += 1;
+                self.state().inner.lock().counters.fault_retries += 1;
                 if begun.elapsed() > Delta::from_millis(FAULT_TIMEOUT_MS) {
                     return Err(EBUSY);
                 }
-            }
+            };
+            // CAST: Page counts fit `u64`.
+            done.mapped += committed.mapped as u64;
+            done.valid += committed.valid as u64;
+            done.refused += committed.refused as u64;
         }
         Ok(done)
+    }
+
+    /// One attempt at faulting and committing `chunk`: `None` if the range changed meanwhile
+    /// (the caller retries), as the `mmu_interval_read_begin()`/`read_retry()` contract asks.
+    fn fault_batch(
+        &self,
+        mm: &MmWithUser,
+        chunk: PageSpan,
+        request: Request,
+        scratch: Scratch<'_>,
+    ) -> Result<Option<Committed>> {
+        let state = self.state();
+        let seq = self.notifier.read_begin();
+        scratch.words.fill(0);
+        let walk = Instant::<Monotonic>::now();
+        let read = {
+            let mmap = mm.mmap_read_lock();
+            let start = state.range.addr_of(chunk.first);
+            hmm::range_fault(&self.notifier, seq, start, scratch.words, request, &mmap)
+        };
+        let walk_ns = elapsed_ns(walk);
+        match read {
+            Err(err) if err == EBUSY => return Ok(None),
+            other => other?,
+        }
+        let mut inner = state.inner.lock();
+        inner.counters.fault_ns += walk_ns;
+        if self.notifier.read_retry(seq) {
+            return Ok(None);
+        }
+        let committing = Instant::<Monotonic>::now();
+        let Inner { map, counters } = &mut *inner;
+        let map = map.as_mut().ok_or(ENODEV)?;
+        counters.faults += 1;
+        let valid = scratch
+            .words
+            .iter()
+            .filter(|&&w| HmmPfn::from_raw(w).is_valid());
+        // CAST: A page count fits `u64`.
+        counters.pages_faulted += valid.count() as u64;
+        let want_write = request == Request::Write;
+        let committed = map.commit(chunk.first, scratch.words, want_write, scratch.candidates)?;
+        counters.map_ns += elapsed_ns(committing);
+        Ok(Some(committed))
     }
 
     /// Fills `out` with the device's view of pages `first..first + out.len()`.
@@ -370,52 +395,32 @@ impl OdpUmem {
             .range()
             .sub_range(first_page, ((end + page_mask) & !page_mask) - first_page)
             .map_err(crate::device::range_errno)?;
+        // A device access spans at most two pages (`ODP_HMM_DMA_MAX_LEN` is one page).
+        let mut dma = [0u64; 2];
+        if span.len() > dma.len() {
+            return Err(E2BIG);
+        }
         let mut faults = 0;
         for _ in 0..DEVICE_ACCESS_ATTEMPTS {
-            let mut missing = 0;
             {
                 let mut p2p = P2pCache::new(self.dev.dma().pci());
                 let mut inner = self.state().inner.lock();
                 let map = inner.map.as_mut().ok_or(ENODEV)?;
-                let mut segs = [DmaSeg::default(); 2];
-                let mut nsegs = 0;
-                let mut cursor = addr;
-                for idx in span.first..span.end {
+                let mut missing = 0;
+                for (slot, idx) in dma.iter_mut().zip(span.first..span.end) {
                     let view = map.page(idx, &mut p2p);
-                    let dma = match view.dma_addr {
-                        Some(dma) if !write || view.state.is_writable() => dma,
-                        _ => {
-                            missing += 1;
-                            continue;
-                        }
-                    };
-                    let page_end = self.range().addr_of(idx) + page_mask + 1;
-                    let piece_end = page_end.min(end);
-                    // CAST: A piece is at most one page.
-                    let piece = (piece_end - cursor) as usize;
-                    let dma = dma + (cursor & page_mask);
-                    match nsegs {
-                        0 => {}
-                        n if segs[n - 1].dma_addr + segs[n - 1].len as u64 == dma => {
-                            segs[n - 1].len += piece;
-                            cursor = piece_end;
-                            continue;
-                        }
-                        n if n == segs.len() => return Err(EINVAL),
-                        _ => {}
+                    match view.dma_addr {
+                        Some(addr) if !write || view.state.is_writable() => *slot = addr,
+                        _ => missing += 1,
                     }
-                    segs[nsegs] = DmaSeg {
-                        dma_addr: dma,
-                        len: piece,
-                    };
-                    nsegs += 1;
-                    cursor = piece_end;
                 }
                 if missing == 0 {
-                    return Ok((access(&segs[..nsegs])?, faults));
+                    // PANIC: `span` has at most `dma.len()` pages, checked above.
+                    let segs = dma_segments(addr, len, PAGE_SIZE as u64, &dma[..span.len()]);
+                    return Ok((access(segs.as_slice())?, faults));
                 }
+                faults += missing;
             }
-            faults += missing;
             let request = if write { Request::Write } else { Request::Read };
             self.fault(span, request)?;
         }
@@ -432,8 +437,7 @@ impl OdpUmem {
                 map: map.counters(),
                 iova_bytes: map.iova_bytes(),
                 bookkeeping_bytes: map.bookkeeping_bytes(),
-                // CAST: A page count fits `u64`.
-                pages_now: map.mapped_pages() as u64,
+                pages_now: map.mapped_pages(),
             },
             None => UmemStats {
                 umem: counters,

@@ -160,3 +160,68 @@ impl PageSpan {
             })
     }
 }
+
+/// A piece of a device access: `len` bytes at DMA address `dma_addr`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DmaSeg {
+    /// Where the device reads or writes.
+    pub(crate) dma_addr: u64,
+    /// How many bytes.
+    pub(crate) len: usize,
+}
+
+/// Up to two DMA segments: what a device access of at most one page needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Segments {
+    segs: [DmaSeg; 2],
+    n: usize,
+}
+
+impl Segments {
+    /// The segments.
+    pub(crate) fn as_slice(&self) -> &[DmaSeg] {
+        // PANIC: `n` only grows when a slot of `segs` was filled.
+        &self.segs[..self.n]
+    }
+}
+
+/// The DMA segments of a device access of `len` bytes (at most one page) at user address
+/// `addr`, whose pages, from the page of `addr` on, have the DMA addresses `pages`: one segment,
+/// or two where the pages are not contiguous for the device.
+pub(crate) fn dma_segments(addr: u64, len: usize, page_size: u64, pages: &[u64]) -> Segments {
+    let offset = addr % page_size;
+    let mut out = Segments {
+        segs: [DmaSeg::default(); 2],
+        n: 0,
+    };
+    // CAST: `usize` is at most 64 bits wide.
+    let mut left = len as u64;
+    for (i, &base) in pages.iter().enumerate() {
+        let (start, room) = if i == 0 {
+            (base + offset, page_size - offset)
+        } else {
+            (base, page_size)
+        };
+        let piece = left.min(room);
+        if piece == 0 {
+            break;
+        }
+        left -= piece;
+        // CAST: A piece is at most one page.
+        let piece = piece as usize;
+        match out.n.checked_sub(1).and_then(|last| out.segs.get_mut(last)) {
+            // CAST: As above.
+            Some(last) if last.dma_addr + last.len as u64 == start => last.len += piece,
+            _ => {
+                if let Some(seg) = out.segs.get_mut(out.n) {
+                    *seg = DmaSeg {
+                        dma_addr: start,
+                        len: piece,
+                    };
+                    out.n += 1;
+                }
+            }
+        }
+    }
+    out
+}

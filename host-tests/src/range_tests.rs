@@ -332,3 +332,79 @@ fn sub_range_chunks_map_back_to_addresses() {
     }
     assert_eq!(addr, base + 610 * PAGE);
 }
+
+// dma_segments ------------------------------------------------------------------------------
+
+use crate::range::{dma_segments, DmaSeg};
+
+fn segs(addr: u64, len: usize, pages: &[u64]) -> Vec<DmaSeg> {
+    dma_segments(addr, len, PAGE, pages).as_slice().to_vec()
+}
+
+#[test]
+fn dma_segments_within_one_page() {
+    let base = 0x10_0000;
+    assert_eq!(
+        segs(base + 0x100, 0x200, &[0xa000]),
+        vec![DmaSeg {
+            dma_addr: 0xa100,
+            len: 0x200
+        }]
+    );
+    assert_eq!(
+        segs(base, PAGE as usize, &[0xa000]),
+        vec![DmaSeg {
+            dma_addr: 0xa000,
+            len: 4096
+        }]
+    );
+}
+
+#[test]
+fn dma_segments_across_contiguous_pages_merge() {
+    let addr = 0x10_0000 + 0xf00;
+    assert_eq!(
+        segs(addr, 0x400, &[0xa000, 0xb000]),
+        vec![DmaSeg {
+            dma_addr: 0xaf00,
+            len: 0x400
+        }]
+    );
+}
+
+#[test]
+fn dma_segments_across_scattered_pages_split() {
+    let addr = 0x10_0000 + 0xf00;
+    assert_eq!(
+        segs(addr, 0x400, &[0xa000, 0x5000]),
+        vec![
+            DmaSeg {
+                dma_addr: 0xaf00,
+                len: 0x100
+            },
+            DmaSeg {
+                dma_addr: 0x5000,
+                len: 0x300
+            },
+        ]
+    );
+}
+
+#[test]
+fn dma_segments_cover_exactly_len() {
+    for offset in [0u64, 1, 0x7ff, 0xfff] {
+        for len in [1usize, 100, 4095, 4096] {
+            let total: usize = segs(0x20_0000 + offset, len, &[0x1000, 0x9000])
+                .iter()
+                .map(|s| s.len)
+                .sum();
+            assert_eq!(total, len, "offset {offset:#x} len {len}");
+        }
+    }
+}
+
+#[test]
+fn dma_segments_stop_at_two() {
+    // Never more than two segments, even if asked for more pages than a page-long access needs.
+    assert!(segs(0x1000, 4096, &[0x1000, 0x9000, 0x3000]).len() <= 2);
+}

@@ -36,6 +36,13 @@ pub(crate) fn p2p_pgmap(pfn: u64) -> Option<usize> {
     (!pgmap.is_null()).then_some(pgmap as usize)
 }
 
+/// Whether any valid word of a `hmm_range_fault()` result is a PCI peer page.
+pub(crate) fn any_p2p(words: &[u64]) -> bool {
+    // SAFETY: `words` holds `words.len()` words from `hmm_range_fault()`; `unsigned long` is
+    // `u64` here (see `kapi`).
+    unsafe { odp::odp_shim_pfns_have_p2p(words.as_ptr().cast::<usize>(), words.len()) }
+}
+
 /// The PCI function that provides a peer page.
 ///
 /// # Invariants

@@ -8,6 +8,7 @@
  */
 
 #include <linux/dma-mapping.h>
+#include <linux/hmm.h>
 #include <linux/iommu.h>
 #include <linux/memremap.h>
 #include <linux/mm.h>
@@ -185,6 +186,23 @@ const void *odp_shim_pfn_p2p_pgmap(unsigned long pfn)
 	struct page *page = pfn_to_page(pfn);
 
 	return is_pci_p2pdma_page(page) ? page_pgmap(page) : NULL;
+}
+
+/*
+ * Whether any valid entry of a hmm_range_fault() result is a PCI peer page:
+ * one call per fault batch, so that batches of ordinary memory (nearly all)
+ * skip the per-page classification.
+ */
+bool odp_shim_pfns_have_p2p(const unsigned long *hmm_pfns, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if ((hmm_pfns[i] & HMM_PFN_VALID) &&
+		    is_pci_p2pdma_page(hmm_pfn_to_page(hmm_pfns[i])))
+			return true;
+	}
+	return false;
 }
 
 /*

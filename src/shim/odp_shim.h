@@ -54,6 +54,7 @@ void odp_shim_set_pfn_dirty(unsigned long pfn);
 /* PCI peer-to-peer memory (see src/p2p.rs for the classification rule). */
 struct pci_p2pdma_map_state;
 const void *odp_shim_pfn_p2p_pgmap(unsigned long pfn);
+bool odp_shim_pfns_have_p2p(const unsigned long *hmm_pfns, size_t n);
 struct pci_dev *odp_shim_p2p_provider(unsigned long pfn, u64 *bus_offset);
 struct pci_dev *odp_shim_pci_upstream_bridge(struct pci_dev *pdev);
 bool odp_shim_pci_acs_redirects(struct pci_dev *pdev);
