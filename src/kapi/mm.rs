@@ -39,10 +39,10 @@ pub(crate) fn set_pfn_dirty(pfn: u64) {
 /// `ib_init_umem_odp()`.
 pub(crate) fn lockdep_prime_reclaim<T>(lock: &Mutex<T>) {
     // SAFETY: Always safe to call; paired with the release below.
-    unsafe { bindings::fs_reclaim_acquire(bindings::GFP_KERNEL) };
+    unsafe { odp::odp_shim_fs_reclaim_acquire() };
     drop(lock.lock());
     // SAFETY: Paired with the acquire above.
-    unsafe { bindings::fs_reclaim_release(bindings::GFP_KERNEL) };
+    unsafe { odp::odp_shim_fs_reclaim_release() };
 }
 
 /// Whether the current task has the capability `cap` (`CAP_*`), as `capable()`.

@@ -16,6 +16,7 @@
 #include <linux/moduleparam.h>
 #include <linux/pci.h>
 #include <linux/pci-p2pdma.h>
+#include <linux/sched/mm.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
 
@@ -141,6 +142,18 @@ bool odp_shim_dma_coherent_unbounced(struct device *dev)
 u32 odp_shim_pci_segment(struct pci_dev *pdev)
 {
 	return pci_domain_nr(pdev->bus);
+}
+
+/* ---- Lockdep ----------------------------------------------------------- */
+
+void odp_shim_fs_reclaim_acquire(void)
+{
+	fs_reclaim_acquire(GFP_KERNEL);
+}
+
+void odp_shim_fs_reclaim_release(void)
+{
+	fs_reclaim_release(GFP_KERNEL);
 }
 
 /* ---- IOMMU ------------------------------------------------------------- */

@@ -45,6 +45,10 @@ struct pci_dev;
 /* PCI segment (domain) number of a device. */
 u32 odp_shim_pci_segment(struct pci_dev *pdev);
 
+/* Lockdep annotations of memory reclaim (no-ops without lockdep). */
+void odp_shim_fs_reclaim_acquire(void);
+void odp_shim_fs_reclaim_release(void);
+
 /* IOMMU domain of a device, as ODP_HMM_DOMAIN_*. */
 u32 odp_shim_iommu_domain_type(struct device *dev);
 
