@@ -146,6 +146,14 @@ pub(crate) struct PageView {
     pub(crate) dma_addr: Option<u64>,
 }
 
+/// Where the Rust manager's links go.
+enum Sink<'a> {
+    /// Into the IOVA window.
+    Iova(&'a mut IovaWindow),
+    /// Through `dma_map_phys()`, with the addresses kept if the device needs them to unmap.
+    Map(Option<&'a mut KVVec<u64>>),
+}
+
 /// How the pages are mapped.
 enum Store {
     /// This manager's state words, pages linked into an IOVA window.
@@ -313,17 +321,19 @@ impl HmmDmaMap {
         (per_page * self.npages) as u64
     }
 
-    /// The state word of page `idx`.
-    fn state(&self, idx: usize) -> HmmPfn {
+    /// Every page's state word.
+    fn states(&self) -> &[HmmPfn] {
         match &self.store {
             Store::Iova { states, .. } | Store::Map { states, .. } | Store::Unmapped { states } => {
-                states.get(idx).copied().unwrap_or(HmmPfn::EMPTY)
+                states
             }
-            Store::Kernel(map) => map
-                .pfns()
-                .get(idx)
-                .map_or(HmmPfn::EMPTY, |&w| HmmPfn::from_raw(w)),
+            Store::Kernel(map) => map.pfns(),
         }
+    }
+
+    /// The state word of page `idx`.
+    fn state(&self, idx: usize) -> HmmPfn {
+        self.states().get(idx).copied().unwrap_or(HmmPfn::EMPTY)
     }
 
     /// Pages mapped now.
@@ -383,10 +393,14 @@ impl HmmDmaMap {
         }
         let mut done = Committed::default();
         // Mappings that no longer fit are dropped first: a read-only page to be written, or (never
-        // expected) a different page under the same address.
-        for (i, &word) in faulted.iter().enumerate() {
-            if must_remap(self.state(first + i), HmmPfn::from_raw(word), want_write) {
-                self.unmap(first + i, first + i + 1);
+        // expected) a different page under the same address. Rare: look before acting.
+        let stale =
+            |(old, &new): (&HmmPfn, &u64)| must_remap(*old, HmmPfn::from_raw(new), want_write);
+        if self.states()[first..end].iter().zip(faulted).any(stale) {
+            for (i, &word) in faulted.iter().enumerate() {
+                if must_remap(self.state(first + i), HmmPfn::from_raw(word), want_write) {
+                    self.unmap(first + i, first + i + 1);
+                }
             }
         }
         // Peer pages are classified once per provider and batch, and only batches that hold
@@ -402,8 +416,8 @@ impl HmmDmaMap {
             }
         }
         let floor = self.backend == Backend::None;
-        done.valid = (first..end)
-            .map(|i| self.state(i))
+        done.valid = self.states()[first..end]
+            .iter()
             .filter(|s| s.is_valid() && (floor || s.is_dma_mapped()))
             .count();
         Ok(done)
@@ -419,11 +433,28 @@ impl HmmDmaMap {
         mut p2p: Option<&mut P2pCache<'_>>,
         done: &mut Committed,
     ) -> Result {
+        let Self {
+            dev,
+            grouping,
+            store,
+            counters,
+            ..
+        } = self;
+        let (states, mut sink) = match store {
+            Store::Iova { states, window } => (&mut states[..], Sink::Iova(window)),
+            Store::Map { states, addrs } => (&mut states[..], Sink::Map(addrs.as_mut())),
+            Store::Kernel(_) | Store::Unmapped { .. } => return Err(EINVAL),
+        };
+        let batch = &mut states[first..first + faulted.len()];
         let candidates = &mut candidates[..faulted.len()];
-        for (i, (&word, slot)) in faulted.iter().zip(candidates.iter_mut()).enumerate() {
+        for ((&word, old), slot) in faulted
+            .iter()
+            .zip(batch.iter_mut())
+            .zip(candidates.iter_mut())
+        {
             *slot = None;
             let new = HmmPfn::from_raw(word);
-            if !new.is_valid() || new.is_error() || self.state(first + i).is_dma_mapped() {
+            if !new.is_valid() || new.is_error() || old.is_dma_mapped() {
                 continue;
             }
             let writable = want_write && new.is_writable();
@@ -435,16 +466,14 @@ impl HmmDmaMap {
                 P2pClass::HostBridge => MapKind::P2pHostBridge,
                 P2pClass::BusAddr => {
                     // Reached by bus address: nothing to map.
-                    let state =
-                        HmmPfn::new_valid(new.pfn(), writable, 0).mapped(MapKind::P2pBus, 0);
-                    self.set_state(first + i, state);
-                    self.counters.p2p_bus_pages += 1;
-                    self.counters.pages_mapped += 1;
+                    *old = HmmPfn::new_valid(new.pfn(), writable, 0).mapped(MapKind::P2pBus, 0);
+                    counters.p2p_bus_pages += 1;
+                    counters.pages_mapped += 1;
                     done.mapped += 1;
                     continue;
                 }
                 P2pClass::NotSupported => {
-                    self.counters.p2p_refused_pages += 1;
+                    counters.p2p_refused_pages += 1;
                     done.refused += 1;
                     continue;
                 }
@@ -456,68 +485,58 @@ impl HmmDmaMap {
             });
         }
 
-        let grouping = self.grouping;
-        let mut synced: Option<(usize, usize)> = None;
+        let mut linked_span: Option<(usize, usize)> = None;
         let mut result = Ok(());
         for link in grouping.links(first, candidates) {
             let access = Access {
                 writable: link.class.writable,
                 mmio: link.class.kind == MapKind::P2pHostBridge,
             };
-            let linked = match &mut self.store {
-                Store::Iova { window, .. } => window
-                    .link(
-                        phys(link.pfn),
-                        bytes(link.first),
-                        bytes(link.npages),
-                        access,
-                    )
-                    .map(|()| {
-                        let (lo, hi) = synced.unwrap_or((link.first, link.first));
-                        synced = Some((lo.min(link.first), hi.max(link.first + link.npages)));
-                    }),
-                Store::Map { addrs, .. } => self
-                    .dev
+            let linked = match &mut sink {
+                Sink::Iova(window) => window.link(
+                    phys(link.pfn),
+                    bytes(link.first),
+                    bytes(link.npages),
+                    access,
+                ),
+                Sink::Map(addrs) => dev
                     .map_phys(phys(link.pfn), bytes(link.npages), access)
                     .map(|addr| {
                         if let Some(addrs) = addrs {
-                            for (k, slot) in addrs[link.first..link.first + link.npages]
-                                .iter_mut()
-                                .enumerate()
-                            {
-                                // CAST: `k` is below the unit size.
-                                *slot = addr + bytes(k) as u64;
+                            let unit = &mut addrs[link.first..link.first + link.npages];
+                            for (slot, k) in unit.iter_mut().zip(0..) {
+                                *slot = addr + k * PAGE_SIZE as u64;
                             }
                         }
                     }),
-                Store::Kernel(_) | Store::Unmapped { .. } => Err(EINVAL),
             };
-            self.counters.link_calls += 1;
+            counters.link_calls += 1;
             if let Err(err) = linked {
                 result = Err(err);
                 break;
             }
-            for k in 0..link.npages {
-                // CAST: `k` is below the unit size.
-                let state = HmmPfn::new_valid(link.pfn + k as u64, link.class.writable, 0)
+            let (lo, hi) = linked_span.unwrap_or((link.first, link.first));
+            linked_span = Some((lo.min(link.first), hi.max(link.first + link.npages)));
+            let unit = &mut states[link.first..link.first + link.npages];
+            for (slot, pfn) in unit.iter_mut().zip(link.pfn..) {
+                *slot = HmmPfn::new_valid(pfn, link.class.writable, 0)
                     .mapped(link.class.kind, link.unit_order);
-                self.set_state(link.first + k, state);
             }
             // CAST: A unit's page count fits `u64`.
             let n = link.npages as u64;
-            self.counters.pages_mapped += n;
+            counters.pages_mapped += n;
             if link.class.kind == MapKind::P2pHostBridge {
-                self.counters.p2p_host_bridge_pages += n;
+                counters.p2p_host_bridge_pages += n;
             }
             done.mapped += link.npages;
         }
 
         // One IOTLB sync covers every link of the batch.
-        if let (Some((lo, hi)), Store::Iova { window, .. }) = (synced, &mut self.store) {
-            self.counters.sync_calls += 1;
+        if let (Some((lo, hi)), Sink::Iova(window)) = (linked_span, &mut sink) {
+            counters.sync_calls += 1;
             let start = Instant::<Monotonic>::now();
             let synced = window.sync(bytes(lo), bytes(hi - lo));
-            self.counters.sync_ns += elapsed_ns(start);
+            counters.sync_ns += elapsed_ns(start);
             if let Err(err) = synced {
                 // The links may not be visible: take them all back.
                 self.unmap(lo, hi);
@@ -545,22 +564,21 @@ impl HmmDmaMap {
             let idx = first + i;
             let new = HmmPfn::from_raw(word);
             let old = map.pfns()[idx];
-            let was_mapped = old & pfn_flags::DMA_MAPPED != 0;
+            let was_mapped = old.is_dma_mapped();
             if !new.is_valid() || new.is_error() {
                 continue;
             }
             // Keep the sticky DMA bits, take the rest from HMM. The device may write only what a
             // write fault mapped (the kernel helper maps everything bidirectional).
-            let writable = (was_mapped && old & pfn_flags::WRITE != 0) || want_write;
-            let word =
-                HmmPfn::from_raw((word & !pfn_flags::INOUT_FLAGS) | (old & pfn_flags::INOUT_FLAGS))
-                    .with_write(writable && new.is_writable());
-            map.pfns_mut()[idx] = word.raw();
+            let writable = (was_mapped && old.is_writable()) || want_write;
+            let sticky = old.raw() & pfn_flags::INOUT_FLAGS;
+            map.pfns_mut()[idx] = HmmPfn::from_raw((word & !pfn_flags::INOUT_FLAGS) | sticky)
+                .with_write(writable && new.is_writable());
             if was_mapped {
                 continue;
             }
             if let Err(err) = map.map_pfn(idx, &mut state) {
-                map.pfns_mut()[idx] = 0;
+                map.pfns_mut()[idx] = HmmPfn::EMPTY;
                 // The kernel helper refuses a peer page it cannot reach with a bare mapping
                 // error: report it as such, not as an I/O error.
                 let class = p2p
@@ -573,7 +591,7 @@ impl HmmDmaMap {
                 }
                 return Err(err);
             }
-            let mapped = HmmPfn::from_raw(map.pfns()[idx]);
+            let mapped = map.pfns()[idx];
             self.counters.link_calls += 1;
             if iova && mapped.map_kind() != Some(MapKind::P2pBus) {
                 self.counters.sync_calls += 1;
@@ -591,29 +609,16 @@ impl HmmDmaMap {
 
     /// [`Self::commit`] without mapping: records what was faulted (the benchmark floor).
     fn commit_unmapped(&mut self, first: usize, faulted: &[u64]) {
-        for (i, &word) in faulted.iter().enumerate() {
+        let Store::Unmapped { states } = &mut self.store else {
+            return;
+        };
+        for (slot, &word) in states[first..first + faulted.len()].iter_mut().zip(faulted) {
             let new = HmmPfn::from_raw(word);
-            let state = if new.is_valid() && !new.is_error() {
+            *slot = if new.is_valid() && !new.is_error() {
                 HmmPfn::new_valid(new.pfn(), new.is_writable(), new.order())
             } else {
                 HmmPfn::EMPTY
             };
-            self.set_state(first + i, state);
-        }
-    }
-
-    fn set_state(&mut self, idx: usize, state: HmmPfn) {
-        match &mut self.store {
-            Store::Iova { states, .. } | Store::Map { states, .. } | Store::Unmapped { states } => {
-                if let Some(slot) = states.get_mut(idx) {
-                    *slot = state;
-                }
-            }
-            Store::Kernel(map) => {
-                if let Some(slot) = map.pfns_mut().get_mut(idx) {
-                    *slot = state.raw();
-                }
-            }
         }
     }
 
@@ -628,7 +633,7 @@ impl HmmDmaMap {
         if let Store::Kernel(map) = &mut self.store {
             let mut n = 0;
             for idx in first..end {
-                let word = HmmPfn::from_raw(map.pfns()[idx]);
+                let word = map.pfns()[idx];
                 if map.unmap_pfn(idx) {
                     n += 1;
                     self.counters.unlink_calls +=
@@ -637,7 +642,7 @@ impl HmmDmaMap {
                         set_pfn_dirty(word.pfn());
                     }
                 }
-                map.pfns_mut()[idx] = 0;
+                map.pfns_mut()[idx] = HmmPfn::EMPTY;
             }
             // CAST: A page count fits `u64`.
             self.counters.pages_unmapped += n as u64;
@@ -686,15 +691,16 @@ impl HmmDmaMap {
 
         // The device can no longer reach the pages: mark what it may have written, and forget.
         let mut n = 0;
-        for idx in first..end {
-            let state = self.state(idx);
-            if state.is_dma_mapped() {
-                if state.is_writable() && state.map_kind() == Some(MapKind::Memory) {
-                    set_pfn_dirty(state.pfn());
+        if let Store::Iova { states, .. } | Store::Map { states, .. } = &mut self.store {
+            for state in &mut states[first..end] {
+                if state.is_dma_mapped() {
+                    if state.is_writable() && state.map_kind() == Some(MapKind::Memory) {
+                        set_pfn_dirty(state.pfn());
+                    }
+                    n += 1;
                 }
-                n += 1;
+                *state = HmmPfn::EMPTY;
             }
-            self.set_state(idx, HmmPfn::EMPTY);
         }
         // CAST: A page count fits `u64`.
         self.counters.pages_unmapped += n as u64;

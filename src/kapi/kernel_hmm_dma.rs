@@ -22,6 +22,7 @@ use crate::{
         raw_device,
         DmaDev, //
     },
+    pfn_flags::HmmPfn,
 };
 
 /// A P2P classification cache for one batch of `hmm_dma_map_pfn()` calls.
@@ -90,16 +91,16 @@ impl KernelHmmDmaMap {
     }
 
     /// The per-page words (`HMM_PFN_*` layout, with the sticky DMA bits).
-    pub(crate) fn pfns(&self) -> &[u64] {
-        // SAFETY: `pfn_list` holds `npages` words by the type invariants.
-        unsafe { slice::from_raw_parts(self.map.pfn_list.cast::<u64>(), self.npages) }
+    pub(crate) fn pfns(&self) -> &[HmmPfn] {
+        // SAFETY: `pfn_list` holds `npages` words by the type invariants; `HmmPfn` is a
+        // transparent `u64`, and `unsigned long` is 64 bits wide here (see `kapi`).
+        unsafe { slice::from_raw_parts(self.map.pfn_list.cast::<HmmPfn>(), self.npages) }
     }
 
     /// The per-page words, to store what `hmm_range_fault()` reported.
-    pub(crate) fn pfns_mut(&mut self) -> &mut [u64] {
-        // SAFETY: `pfn_list` holds `npages` words by the type invariants, and `&mut self` makes
-        // this the only access.
-        unsafe { slice::from_raw_parts_mut(self.map.pfn_list.cast::<u64>(), self.npages) }
+    pub(crate) fn pfns_mut(&mut self) -> &mut [HmmPfn] {
+        // SAFETY: As above, and `&mut self` makes this the only access.
+        unsafe { slice::from_raw_parts_mut(self.map.pfn_list.cast::<HmmPfn>(), self.npages) }
     }
 
     /// Maps page `idx` (whose word holds a valid PFN) and returns its DMA address; for a page
