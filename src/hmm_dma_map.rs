@@ -53,6 +53,7 @@ use crate::{
         must_remap,
         Candidate,
         Grouping,
+        Link,
         LinkClass, //
     },
     p2p::{
@@ -373,7 +374,7 @@ impl HmmDmaMap {
     /// Commits what `hmm_range_fault()` reported for pages `first..first + faulted.len()`: maps
     /// every valid page that is not mapped yet, writable if `want_write`.
     ///
-    /// `candidates` is scratch space of at least `faulted.len()` entries, allocated by the caller
+    /// `links` is scratch space of at least `faulted.len()` entries, allocated by the caller
     /// outside the update lock.
     ///
     /// # Errors
@@ -385,10 +386,10 @@ impl HmmDmaMap {
         first: usize,
         faulted: &[u64],
         want_write: bool,
-        candidates: &mut [Option<Candidate>],
+        links: &mut [Link],
     ) -> Result<Committed> {
         let end = first.checked_add(faulted.len()).ok_or(EINVAL)?;
-        if end > self.npages || candidates.len() < faulted.len() {
+        if end > self.npages || links.len() < faulted.len() {
             return Err(EINVAL);
         }
         let mut done = Committed::default();
@@ -412,7 +413,7 @@ impl HmmDmaMap {
             Backend::Kernel => self.commit_kernel(first, faulted, want_write, p2p, &mut done)?,
             Backend::None => self.commit_unmapped(first, faulted),
             Backend::Rust | Backend::Legacy => {
-                self.commit_own(first, faulted, want_write, candidates, p2p, &mut done)?
+                self.commit_own(first, faulted, want_write, links, p2p, &mut done)?
             }
         }
         let floor = self.backend == Backend::None;
@@ -429,7 +430,7 @@ impl HmmDmaMap {
         first: usize,
         faulted: &[u64],
         want_write: bool,
-        candidates: &mut [Option<Candidate>],
+        links: &mut [Link],
         mut p2p: Option<&mut P2pCache<'_>>,
         done: &mut Committed,
     ) -> Result {
@@ -445,49 +446,64 @@ impl HmmDmaMap {
             Store::Map { states, addrs } => (&mut states[..], Sink::Map(addrs.as_mut())),
             Store::Kernel(_) | Store::Unmapped { .. } => return Err(EINVAL),
         };
-        let batch = &mut states[first..first + faulted.len()];
-        let candidates = &mut candidates[..faulted.len()];
-        for ((&word, old), slot) in faulted
-            .iter()
-            .zip(batch.iter_mut())
-            .zip(candidates.iter_mut())
-        {
-            *slot = None;
-            let new = HmmPfn::from_raw(word);
-            if !new.is_valid() || new.is_error() || old.is_dma_mapped() {
-                continue;
+        let n = faulted.len();
+
+        // Peer pages reached by bus address need no link, unreachable ones are refused: settled
+        // first, in the rare batches that hold peer pages.
+        if let Some(p2p) = p2p.as_mut() {
+            for (old, &word) in states[first..first + n].iter_mut().zip(faulted) {
+                let new = HmmPfn::from_raw(word);
+                if !new.is_valid() || new.is_error() || old.is_dma_mapped() {
+                    continue;
+                }
+                match p2p.classify(new.pfn()) {
+                    P2pClass::BusAddr => {
+                        let writable = want_write && new.is_writable();
+                        *old = HmmPfn::new_valid(new.pfn(), writable, 0).mapped(MapKind::P2pBus, 0);
+                        counters.p2p_bus_pages += 1;
+                        counters.pages_mapped += 1;
+                        done.mapped += 1;
+                    }
+                    P2pClass::NotSupported => {
+                        counters.p2p_refused_pages += 1;
+                        done.refused += 1;
+                    }
+                    P2pClass::Memory | P2pClass::HostBridge => {}
+                }
             }
-            let writable = want_write && new.is_writable();
-            let class = p2p
-                .as_mut()
-                .map_or(P2pClass::Memory, |p| p.classify(new.pfn()));
-            let kind = match class {
-                P2pClass::Memory => MapKind::Memory,
-                P2pClass::HostBridge => MapKind::P2pHostBridge,
-                P2pClass::BusAddr => {
-                    // Reached by bus address: nothing to map.
-                    *old = HmmPfn::new_valid(new.pfn(), writable, 0).mapped(MapKind::P2pBus, 0);
-                    counters.p2p_bus_pages += 1;
-                    counters.pages_mapped += 1;
-                    done.mapped += 1;
-                    continue;
-                }
-                P2pClass::NotSupported => {
-                    counters.p2p_refused_pages += 1;
-                    done.refused += 1;
-                    continue;
-                }
-            };
-            *slot = Some(Candidate {
-                pfn: new.pfn(),
-                order: new.order(),
-                class: LinkClass { writable, kind },
-            });
         }
 
+        // Plan the links, reading the state words...
+        let old = &states[first..first + n];
+        let candidate = |i: usize| -> Option<Candidate> {
+            let new = HmmPfn::from_raw(faulted[i]);
+            if !new.is_valid() || new.is_error() || old[i].is_dma_mapped() {
+                return None;
+            }
+            let kind = match p2p.as_mut().map(|p| p.classify(new.pfn())) {
+                None | Some(P2pClass::Memory) => MapKind::Memory,
+                Some(P2pClass::HostBridge) => MapKind::P2pHostBridge,
+                Some(P2pClass::BusAddr | P2pClass::NotSupported) => return None,
+            };
+            Some(Candidate {
+                pfn: new.pfn(),
+                order: new.order(),
+                class: LinkClass {
+                    writable: want_write && new.is_writable(),
+                    kind,
+                },
+            })
+        };
+        let mut planned = 0;
+        for (slot, link) in links.iter_mut().zip(grouping.links(first, n, candidate)) {
+            *slot = link;
+            planned += 1;
+        }
+
+        // ... then make them, writing the state words.
         let mut linked_span: Option<(usize, usize)> = None;
         let mut result = Ok(());
-        for link in grouping.links(first, candidates) {
+        for link in &links[..planned] {
             let access = Access {
                 writable: link.class.writable,
                 mmio: link.class.kind == MapKind::P2pHostBridge,
@@ -523,10 +539,10 @@ impl HmmDmaMap {
                     .mapped(link.class.kind, link.unit_order);
             }
             // CAST: A unit's page count fits `u64`.
-            let n = link.npages as u64;
-            counters.pages_mapped += n;
+            let pages = link.npages as u64;
+            counters.pages_mapped += pages;
             if link.class.kind == MapKind::P2pHostBridge {
-                counters.p2p_host_bridge_pages += n;
+                counters.p2p_host_bridge_pages += pages;
             }
             done.mapped += link.npages;
         }

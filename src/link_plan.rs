@@ -35,7 +35,7 @@ use crate::pfn_flags::{
 pub(crate) const LARGE_PAGE_PAGES: usize = 512;
 
 /// The access class of a mapping: what the DMA direction and attributes of its calls are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct LinkClass {
     /// The device may write (`DMA_BIDIRECTIONAL`), else it may only read (`DMA_TO_DEVICE`).
     pub(crate) writable: bool,
@@ -56,7 +56,7 @@ pub(crate) struct Candidate {
 
 /// One link (or `dma_map_phys()`) call: `npages` pages from `pfn` to registration pages
 /// `first..first + npages`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Link {
     /// Registration page index of the first page.
     pub(crate) first: usize,
@@ -82,21 +82,23 @@ pub(crate) struct Grouping {
 }
 
 impl Grouping {
-    /// The links for the candidates of one batch. `batch[i]` is registration page `first + i`;
-    /// `None` means the page is not to be mapped.
+    /// The links for the candidates of one batch of `len` pages: `candidate(i)` says what page
+    /// `first + i` is to be mapped as, or `None` if it is not to be mapped. It is asked about a
+    /// page more than once (to see whether a folio or a run continues), so it should be cheap.
     pub(crate) fn links<'a>(
         &'a self,
         first: usize,
-        batch: &'a [Option<Candidate>],
+        len: usize,
+        mut candidate: impl FnMut(usize) -> Option<Candidate> + 'a,
     ) -> impl Iterator<Item = Link> + 'a {
         let mut i = 0;
         core::iter::from_fn(move || {
-            while i < batch.len() {
-                let Some(c) = batch[i] else {
+            while i < len {
+                let Some(c) = candidate(i) else {
                     i += 1;
                     continue;
                 };
-                let link = match self.folio_unit(first, batch, i) {
+                let link = match self.folio_unit(first, len, &mut candidate, i, c) {
                     Some(npages) => Link {
                         first: first + i,
                         npages,
@@ -106,7 +108,7 @@ impl Grouping {
                     },
                     None => Link {
                         first: first + i,
-                        npages: self.run_len(first, batch, i),
+                        npages: self.run_len(first, len, &mut candidate, i, c),
                         pfn: c.pfn,
                         unit_order: 0,
                         class: c.class,
@@ -119,47 +121,60 @@ impl Grouping {
         })
     }
 
-    /// Pages of the folio unit starting at `batch[i]`, if one can be mapped whole.
-    fn folio_unit(&self, first: usize, batch: &[Option<Candidate>], i: usize) -> Option<usize> {
-        let head = batch[i]?;
+    /// Pages of the folio unit starting at batch page `i` (candidate `head`), if one can be
+    /// mapped whole.
+    fn folio_unit(
+        &self,
+        first: usize,
+        len: usize,
+        candidate: &mut impl FnMut(usize) -> Option<Candidate>,
+        i: usize,
+        head: Candidate,
+    ) -> Option<usize> {
         if !self.folio_units || head.order == 0 || head.order >= usize::BITS {
             return None;
         }
         let npages = 1usize << head.order;
         let vpn = self.first_vpn + index_u64(first + i);
         let unit_mask = index_u64(npages - 1);
-        if vpn & unit_mask != 0 || head.pfn & unit_mask != 0 {
+        if vpn & unit_mask != 0 || head.pfn & unit_mask != 0 || i.checked_add(npages)? > len {
             return None;
         }
-        let pages = batch.get(i..i.checked_add(npages)?)?;
-        let whole = pages.iter().zip(0u64..).all(
-            |(page, k)| matches!(page, Some(p) if p.pfn == head.pfn + k && p.class == head.class),
-        );
+        let whole = (1..npages).all(|k| {
+            matches!(candidate(i + k), Some(p) if p.pfn == head.pfn + index_u64(k) && p.class == head.class)
+        });
         whole.then_some(npages)
     }
 
-    /// Pages of the order-0 run starting at `batch[i]`: 1, or more when coalescing.
-    fn run_len(&self, first: usize, batch: &[Option<Candidate>], i: usize) -> usize {
-        let Some(head) = batch[i] else {
-            return 0;
-        };
-        let mut len = 1;
+    /// Pages of the order-0 run starting at batch page `i` (candidate `head`): 1, or more when
+    /// coalescing.
+    fn run_len(
+        &self,
+        first: usize,
+        len: usize,
+        candidate: &mut impl FnMut(usize) -> Option<Candidate>,
+        i: usize,
+        head: Candidate,
+    ) -> usize {
+        let mut n = 1;
         if !self.coalesce {
-            return len;
+            return n;
         }
-        while len < LARGE_PAGE_PAGES - 1 && i + len < batch.len() {
-            match batch[i + len] {
+        while n < LARGE_PAGE_PAGES - 1 && i + n < len {
+            match candidate(i + n) {
                 Some(next)
-                    if next.pfn == head.pfn + index_u64(len)
+                    if next.pfn == head.pfn + index_u64(n)
                         && next.class == head.class
-                        && self.folio_unit(first, batch, i + len).is_none() =>
+                        && self
+                            .folio_unit(first, len, candidate, i + n, next)
+                            .is_none() =>
                 {
-                    len += 1
+                    n += 1
                 }
                 _ => break,
             }
         }
-        len
+        n
     }
 
     /// Widens `first..end` to whole units of the mapped pages at its edges.

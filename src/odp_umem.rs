@@ -67,7 +67,7 @@ use crate::{
         },
         mm::lockdep_prime_reclaim,
     },
-    link_plan::Candidate,
+    link_plan::Link,
     p2p::P2pCache,
     pfn_flags::HmmPfn,
     range::{
@@ -140,15 +140,15 @@ pub(crate) struct Faulted {
 struct Scratch<'a> {
     /// What `hmm_range_fault()` reports.
     words: &'a mut [u64],
-    /// What the mapping manager plans with.
-    candidates: &'a mut [Option<Candidate>],
+    /// The links the mapping manager plans.
+    links: &'a mut [Link],
 }
 
 impl Scratch<'_> {
     fn reborrow(&mut self) -> Scratch<'_> {
         Scratch {
             words: self.words,
-            candidates: self.candidates,
+            links: self.links,
         }
     }
 }
@@ -295,13 +295,13 @@ impl OdpUmem {
         // Scratch space, allocated here: nothing may allocate under the update lock.
         let batch = span.len().min(FAULT_BATCH);
         let mut words = KVec::from_elem(0u64, batch, GFP_KERNEL)?;
-        let mut candidates = KVec::from_elem(None::<Candidate>, batch, GFP_KERNEL)?;
+        let mut links = KVec::from_elem(Link::default(), batch, GFP_KERNEL)?;
         let mut done = Faulted::default();
         for chunk in span.chunks(FAULT_BATCH) {
             let begun = Instant::<Monotonic>::now();
             let mut scratch = Scratch {
                 words: &mut words[..chunk.len()],
-                candidates: &mut candidates[..chunk.len()],
+                links: &mut links[..chunk.len()],
             };
             let committed = loop {
                 if let Some(c) = self.fault_batch(&mm, chunk, request, scratch.reborrow())? {
@@ -359,7 +359,7 @@ impl OdpUmem {
         // CAST: A page count fits `u64`.
         counters.pages_faulted += valid.count() as u64;
         let want_write = request == Request::Write;
-        let committed = map.commit(chunk.first, scratch.words, want_write, scratch.candidates)?;
+        let committed = map.commit(chunk.first, scratch.words, want_write, scratch.links)?;
         counters.map_ns += elapsed_ns(committing);
         Ok(Some(committed))
     }

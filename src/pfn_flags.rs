@@ -46,9 +46,10 @@ pub(crate) const REQ_WRITE: u64 = WRITE;
 pub(crate) const MAX_ORDER: u32 = 31;
 
 /// How a page is mapped for the device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum MapKind {
     /// Ordinary memory: linked into the IOVA window or mapped with `dma_map_phys()`.
+    #[default]
     Memory,
     /// PCI peer memory behind the host bridge: mapped like memory, with `DMA_ATTR_MMIO`.
     P2pHostBridge,

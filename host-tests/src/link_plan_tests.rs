@@ -55,7 +55,7 @@ fn folio(pfn: u64, order: u32, class: LinkClass) -> Vec<Option<Candidate>> {
 }
 
 fn links(g: &Grouping, first: usize, batch: &[Option<Candidate>]) -> Vec<Link> {
-    g.links(first, batch).collect()
+    g.links(first, batch.len(), |i| batch[i]).collect()
 }
 
 fn link(first: usize, npages: usize, pfn: u64, unit_order: u32, class: LinkClass) -> Link {
