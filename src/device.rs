@@ -316,6 +316,7 @@ impl OdpFile {
         req.map_ns = total.umem.map_ns;
         req.sync_ns = total.map.sync_ns;
         req.unmap_ns = total.umem.unmap_ns;
+        req.link_ns = total.map.link_ns;
         uapi::write_arg(arg, &req)
     }
 
@@ -338,6 +339,7 @@ fn add_stats(a: &mut UmemStats, b: &UmemStats) {
     a.umem.map_ns += b.umem.map_ns;
     a.umem.unmap_ns += b.umem.unmap_ns;
     a.map.sync_ns += b.map.sync_ns;
+    a.map.link_ns += b.map.link_ns;
     a.map.pages_mapped += b.map.pages_mapped;
     a.map.pages_unmapped += b.map.pages_unmapped;
     a.map.link_calls += b.map.link_calls;

@@ -125,6 +125,8 @@ pub(crate) struct MapCounters {
     pub(crate) p2p_refused_pages: u64,
     /// Nanoseconds spent in `dma_iova_sync()`.
     pub(crate) sync_ns: u64,
+    /// Nanoseconds spent in `dma_iova_link()` or `dma_map_phys()`.
+    pub(crate) link_ns: u64,
 }
 
 /// What a commit did.
@@ -508,6 +510,7 @@ impl HmmDmaMap {
                 writable: link.class.writable,
                 mmio: link.class.kind == MapKind::P2pHostBridge,
             };
+            let start = Instant::<Monotonic>::now();
             let linked = match &mut sink {
                 Sink::Iova(window) => window.link(
                     phys(link.pfn),
@@ -526,6 +529,7 @@ impl HmmDmaMap {
                         }
                     }),
             };
+            counters.link_ns += elapsed_ns(start);
             counters.link_calls += 1;
             if let Err(err) = linked {
                 result = Err(err);

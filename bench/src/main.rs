@@ -287,8 +287,8 @@ fn json(r: &Record, ps: usize) -> String {
          \"dma_mode\":\"{}\",\"thp_kb\":{},\"fault_wall_ns\":{},\"holes\":{},\"holes_wall_ns\":{},\
          \"unmap_wall_ns\":{},\"pages_mapped\":{},\"link_calls\":{},\"sync_calls\":{},\
          \"unlink_calls\":{},\"bookkeeping_bytes\":{},\"iova_bytes\":{},\"fault_ns\":{},\
-         \"map_ns\":{},\"sync_ns\":{},\"unmap_ns\":{},\"pages_unmapped\":{},\"faults\":{},\
-         \"fault_retries\":{}}}",
+         \"map_ns\":{},\"sync_ns\":{},\"link_ns\":{},\"unmap_ns\":{},\"pages_unmapped\":{},\
+         \"faults\":{},\"fault_retries\":{}}}",
         r.mode,
         r.kind,
         r.size,
@@ -310,6 +310,7 @@ fn json(r: &Record, ps: usize) -> String {
         s.fault_ns,
         s.map_ns,
         s.sync_ns,
+        s.link_ns,
         e.unmap_ns,
         e.pages_unmapped,
         s.faults,

@@ -236,6 +236,8 @@ struct odp_hmm_snapshot {
  * @map_ns:	out: time spent mapping faulted pages (links, syncs, bookkeeping)
  * @sync_ns:	out: of which in dma_iova_sync() (0 for backend=kernel, which
  *		syncs inside hmm_dma_map_pfn())
+ * @link_ns:	out: of which in dma_iova_link() or dma_map_phys() (0 for
+ *		backend=kernel)
  * @unmap_ns:	out: time invalidations spent unmapping
  */
 struct odp_hmm_stats {
@@ -263,6 +265,7 @@ struct odp_hmm_stats {
 	__u64 map_ns;
 	__u64 sync_ns;
 	__u64 unmap_ns;
+	__u64 link_ns;
 };
 
 /* struct odp_hmm_dma::flags */

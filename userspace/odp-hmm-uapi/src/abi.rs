@@ -155,6 +155,7 @@ pub struct odp_hmm_stats {
     pub map_ns: u64,
     pub sync_ns: u64,
     pub unmap_ns: u64,
+    pub link_ns: u64,
 }
 
 /// `struct odp_hmm_dma`.

@@ -179,6 +179,7 @@ fn header_and_mirror_agree() {
             map_ns,
             sync_ns,
             unmap_ns,
+            link_ns,
         }
     );
     check_struct!(
