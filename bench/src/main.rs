@@ -17,11 +17,7 @@
 //!
 //! Absolute times under TCG mean little; ratios between variants measured in the same run do.
 
-use std::{
-    fs,
-    io::Write,
-    time::Instant,
-};
+use std::{fs, io::Write, time::Instant};
 
 use odp_hmm_uapi::*;
 
@@ -77,7 +73,10 @@ fn parse_args() -> Config {
         let list = |s: String| s.split(',').map(str::to_string).collect::<Vec<_>>();
         match a.as_str() {
             "--sizes" => {
-                c.sizes = list(v()).iter().map(|s| parse_size(s).unwrap_or_else(|| usage())).collect()
+                c.sizes = list(v())
+                    .iter()
+                    .map(|s| parse_size(s).unwrap_or_else(|| usage()))
+                    .collect()
             }
             "--reps" => c.reps = v().parse().unwrap_or_else(|_| usage()),
             "--modes" => c.modes = list(v()),
@@ -129,12 +128,16 @@ fn set_mode(info: &odp_hmm_info, mode: &str) -> Result<(), String> {
     }
     let driver = "/sys/bus/pci/drivers/odp_hmm_edu";
     fs::write(format!("{driver}/unbind"), &bdf).map_err(|e| format!("unbind: {e}"))?;
-    let set = fs::write(&type_path, group_type).map_err(|e| format!("{type_path} <- {group_type}: {e}"));
+    let set =
+        fs::write(&type_path, group_type).map_err(|e| format!("{type_path} <- {group_type}: {e}"));
     fs::write(format!("{driver}/bind"), &bdf).map_err(|e| format!("bind: {e}"))?;
     set?;
     let now = fs::read_to_string(&type_path).unwrap_or_default();
     if now.trim() != group_type {
-        return Err(format!("IOMMU group type is {} after asking for {group_type}", now.trim()));
+        return Err(format!(
+            "IOMMU group type is {} after asking for {group_type}",
+            now.trim()
+        ));
     }
     Ok(())
 }
@@ -236,12 +239,24 @@ fn ns(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
 }
 
-fn measure(dev: &Device, mode: &str, kind: &str, size: usize, rep: usize, variant: u32) -> Result<Record, String> {
+fn measure(
+    dev: &Device,
+    mode: &str,
+    kind: &str,
+    size: usize,
+    rep: usize,
+    variant: u32,
+) -> Result<Record, String> {
     let ps = page_size();
     let region = Region::new(size, kind == "thp")?;
     let thp_kb = anon_huge_kb();
     let reg = dev
-        .register(region.addr(), size as u64, ODP_HMM_ACCESS_READ | ODP_HMM_ACCESS_WRITE, variant)
+        .register(
+            region.addr(),
+            size as u64,
+            ODP_HMM_ACCESS_READ | ODP_HMM_ACCESS_WRITE,
+            variant,
+        )
         .map_err(|e| format!("register: {e}"))?;
     let t = Instant::now();
     dev.fault(reg.handle, region.addr(), size as u64, ODP_HMM_FAULT_WRITE)
@@ -261,7 +276,8 @@ fn measure(dev: &Device, mode: &str, kind: &str, size: usize, rep: usize, varian
     region.unmap(0, size);
     let unmap_wall_ns = ns(t);
     let stats_end = dev.stats(reg.handle).map_err(|e| format!("stats: {e}"))?;
-    dev.unregister(reg.handle).map_err(|e| format!("unregister: {e}"))?;
+    dev.unregister(reg.handle)
+        .map_err(|e| format!("unregister: {e}"))?;
     Ok(Record {
         mode: mode.into(),
         kind: kind.into(),
@@ -320,7 +336,9 @@ fn json(r: &Record, ps: usize) -> String {
 
 fn run(c: &Config) -> Result<(), String> {
     let ps = page_size();
-    let info = Device::open().and_then(|d| d.info()).map_err(|e| format!("info: {e}"))?;
+    let info = Device::open()
+        .and_then(|d| d.info())
+        .map_err(|e| format!("info: {e}"))?;
     let mut out = fs::File::create(&c.out).map_err(|e| format!("{}: {e}", c.out))?;
     writeln!(out, "[").map_err(|e| e.to_string())?;
     let mut first = true;
@@ -331,7 +349,10 @@ fn run(c: &Config) -> Result<(), String> {
         // The device was rebound: open it again.
         let dev = Device::open().map_err(|e| format!("open: {e}"))?;
         let now = dev.info().map_err(|e| format!("info: {e}"))?;
-        eprintln!("# mode {mode}: IOMMU domain {}", domain_name(now.domain_type));
+        eprintln!(
+            "# mode {mode}: IOMMU domain {}",
+            domain_name(now.domain_type)
+        );
         for kind in &c.kinds {
             for rep in 0..c.reps {
                 for &size in &c.sizes {
