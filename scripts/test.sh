@@ -81,6 +81,9 @@ steps() {
 		selftests p2p-bus --topology p2p-switch
 	step "VM: P2P refused (root complex, Intel CPU model)" \
 		selftests p2p-refused --topology p2p-rc-intel
+	# QEMU places the NVMe controller at 00:0b.0 in this topology (after virtme's devices and edu).
+	step "VM: dma_device= another PCI device (the NVMe controller; no copy engine)" \
+		selftests dma-device-param --topology p2p-rc --module-args "dma_device=0000:00:0b.0"
 	step "VM: benchmark code, quick pass (scripts/bench.sh --quick)" \
 		"$ODP_TOP/scripts/bench.sh" --quick
 	step "VM: demo (odpctl demo)" \

@@ -152,17 +152,17 @@ impl pci::Driver for EduDriver {
         unsafe { pdev.dma_set_mask_and_coherent(DmaMask::new::<64>())? };
         let bar = pdev.iomap_region_sized::<BAR_SIZE>(0, c"odp_hmm_edu")?;
         let id = bar.read32(REG_ID);
+        let engine = Engine {
+            bar: bar.into_devres()?,
+        };
+        let dma = DmaDevice::new(ARef::from(&**pdev), Some(engine))?;
+        dma_device::publish(dma.clone())?;
         dev_info!(
             pdev,
             "edu {}.{} ready as the odp_hmm DMA device and copy engine\n",
             id >> 24,
             (id >> 16) & 0xff
         );
-        let engine = Engine {
-            bar: bar.into_devres()?,
-        };
-        let dma = DmaDevice::new(ARef::from(&**pdev), Some(engine))?;
-        dma_device::publish(dma.clone())?;
         Ok(EduData { dma })
     }
 

@@ -101,13 +101,7 @@ fn page_size() -> usize {
 
 /// The sysfs directory of the DMA device.
 fn dma_device_dir(info: &odp_hmm_info) -> String {
-    format!(
-        "/sys/bus/pci/devices/{:04x}:{:02x}:{:02x}.{:x}",
-        info.pci_segment,
-        info.pci_bus,
-        info.pci_devfn >> 3,
-        info.pci_devfn & 7
-    )
+    format!("/sys/bus/pci/devices/{}", info.pci_address())
 }
 
 /// Switches the DMA device's IOMMU group to `mode`: the driver lets go of the device, the

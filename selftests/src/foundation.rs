@@ -122,18 +122,12 @@ fn info_reports_device() -> TestResult {
     let info = Device::open()?.info()?;
     check_eq!(info.version, ODP_HMM_ABI_VERSION, "version");
     check_eq!(info.page_size as usize, page_size(), "page size");
-    let edu = info.pci_vendor == 0x1234 && info.pci_device == 0x11e8;
+    let edu = info.is_edu();
     check!(
         !edu || info.flags & ODP_HMM_INFO_COPY_ENGINE != 0,
         "the edu device is in use but no copy engine is reported"
     );
-    let bdf = format!(
-        "{:04x}:{:02x}:{:02x}.{:x}",
-        info.pci_segment,
-        info.pci_bus,
-        info.pci_devfn >> 3,
-        info.pci_devfn & 7
-    );
+    let bdf = info.pci_address();
     let vendor = fs::read_to_string(format!("/sys/bus/pci/devices/{bdf}/vendor"))?;
     check_eq!(
         vendor.trim(),
@@ -205,16 +199,10 @@ fn load_unload_20_times() -> TestResult {
 fn unbind_revokes_registrations() -> TestResult {
     let dev = Device::open()?;
     let info = dev.info()?;
-    if (info.pci_vendor, info.pci_device) != (0x1234, 0x11e8) {
+    if !info.is_edu() {
         skip!("the DMA device is not an edu this module drives");
     }
-    let bdf = format!(
-        "{:04x}:{:02x}:{:02x}.{:x}",
-        info.pci_segment,
-        info.pci_bus,
-        info.pci_devfn >> 3,
-        info.pci_devfn & 7
-    );
+    let bdf = info.pci_address();
     let driver = "/sys/bus/pci/drivers/odp_hmm_edu";
     let ps = page_size();
     let mut m = Mapping::anon(4 * ps)?;
@@ -262,14 +250,47 @@ fn unbind_revokes_registrations() -> TestResult {
     result?;
     // A new registration maps for the rebound device.
     let reg = dev.register(m.addr(), m.len() as u64, RW, 0)?;
-    dev.copy(
-        (reg.handle, m.addr()),
-        (reg.handle, m.addr() + ps as u64),
-        ps as u64,
-    )?;
+    copy_and_check(&dev, &m, &reg, 0, 1)
+}
+
+/// The tests run with `dma_device=` naming a device other than the edu (scripts/test.sh loads
+/// the module so in the p2p-rc topology, naming the NVMe controller).
+pub const DMA_DEVICE_PARAM: &[&Test] = &[&Test {
+    name: "dma_device_param_maps_for_another_device",
+    run: dma_device_param,
+}];
+
+fn dma_device_param() -> TestResult {
+    let dev = Device::open()?;
+    let info = dev.info()?;
+    let wanted = env::var("ODP_HMM_MODULE_ARGS").unwrap_or_default();
+    let Some(addr) = wanted
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("dma_device="))
+    else {
+        skip!("the module was loaded without dma_device=");
+    };
+    check_eq!(info.pci_address(), addr, "the DMA device in use");
+    check!(!info.is_edu(), "dma_device= named the edu device");
+    check_eq!(info.flags & ODP_HMM_INFO_COPY_ENGINE, 0, "copy engine flag");
+    // Mapping for it works: register, fault, snapshot.
+    let ps = page_size();
+    let mut m = Mapping::anon(4 * ps)?;
+    m.fill_page(0, 1);
+    let reg = dev.register(m.addr(), m.len() as u64, RW, 0)?;
+    let f = dev.fault(reg.handle, m.addr(), m.len() as u64, ODP_HMM_FAULT_WRITE)?;
+    check_eq!(f.pages_valid, 4, "pages mapped for the named device");
+    let snap = dev.snapshot(reg.handle, m.addr(), 4)?;
     check!(
-        m.bytes()[..ps] == m.bytes()[ps..2 * ps],
-        "device copy after rebinding"
+        snap.iter().all(|p| p.flags & ODP_HMM_PAGE_DMA_MAPPED != 0),
+        "snapshot: {snap:?}"
     );
+    // It has no copy engine: the device copy says so.
+    expect_errno(
+        copy_in(&dev, &m, &reg, 0, ps, 64),
+        libc::EOPNOTSUPP,
+        "device copy without a copy engine",
+    )?;
+    dev.unregister(reg.handle)?;
     Ok(())
 }

@@ -5,8 +5,8 @@
 //! closing `N passed, N failed` line. The exit code is non-zero if any test failed.
 //!
 //! Usage: odp_hmm_selftests [GROUP...] [-k SUBSTRING]
-//!   GROUP: foundation, odp (default: both), p2p-host-bridge, p2p-bus, p2p-refused (each in
-//!   its VM topology, see scripts/test.sh)
+//!   GROUP: foundation, odp (default: both), p2p-host-bridge, p2p-bus, p2p-refused,
+//!   dma-device-param (each in its VM topology and module arguments, see scripts/test.sh)
 
 mod foundation;
 mod ktap;
@@ -20,6 +20,7 @@ use ktap::Test;
 fn group(name: &str) -> Option<&'static [&'static Test]> {
     match name {
         "foundation" => Some(foundation::TESTS),
+        "dma-device-param" => Some(foundation::DMA_DEVICE_PARAM),
         "odp" => Some(odp::TESTS),
         "p2p-host-bridge" => Some(p2p::HOST_BRIDGE),
         "p2p-bus" => Some(p2p::BUS),

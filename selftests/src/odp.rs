@@ -140,22 +140,6 @@ fn ps() -> usize {
     page_size()
 }
 
-/// A device copy of `len` bytes within registration `reg` from offset `src` to offset `dst`.
-fn copy_in(
-    dev: &Device,
-    m: &Mapping,
-    reg: &Registration,
-    src: usize,
-    dst: usize,
-    len: usize,
-) -> std::io::Result<u64> {
-    dev.copy(
-        (reg.handle, m.addr() + src as u64),
-        (reg.handle, m.addr() + dst as u64),
-        len as u64,
-    )
-}
-
 /// The module still serves a plain register, fault and device copy.
 fn module_works(dev: &Device) -> TestResult {
     let mut m = Mapping::anon(2 * ps())?;
@@ -680,23 +664,6 @@ fn snapshot_flags() -> TestResult {
         ODP_HMM_FAULT_NO_FAULT,
     )?;
     check_eq!(f.pages_valid, 8, "present pages after a no-fault prefetch");
-    Ok(())
-}
-
-/// Copies page `src` of `m` to page `dst` through the device and checks the bytes.
-fn copy_and_check(
-    dev: &Device,
-    m: &Mapping,
-    reg: &Registration,
-    src: usize,
-    dst: usize,
-) -> TestResult {
-    copy_in(dev, m, reg, src * ps(), dst * ps(), ps())?;
-    let b = m.bytes();
-    check!(
-        b[src * ps()..(src + 1) * ps()] == b[dst * ps()..(dst + 1) * ps()],
-        "device copy of page {src} to page {dst}: bytes differ"
-    );
     Ok(())
 }
 

@@ -308,16 +308,8 @@ fn mixed(kind: Kind) -> TestResult {
     for backend in [ODP_HMM_BACKEND_RUST, ODP_HMM_BACKEND_KERNEL] {
         let (reg, _) = fault_and_check(&dev, &m, backend, NPAGES..2 * NPAGES, kind)?;
         // The memory pages work whatever became of the peer pages.
-        dev.copy(
-            (reg.handle, m.addr()),
-            (reg.handle, m.addr() + ps as u64),
-            ps as u64,
-        )?;
-        check!(
-            m.bytes()[..ps] == m.bytes()[ps..2 * ps],
-            "{}: device copy between memory pages",
-            backend_name(backend)
-        );
+        copy_and_check(&dev, &m, &reg, 0, 1)
+            .map_err(|e| Outcome::Fail(format!("{}: {e:?}", backend_name(backend))))?;
         dev.unregister(reg.handle)?;
     }
     Ok(())

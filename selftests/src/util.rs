@@ -372,3 +372,38 @@ pub fn rss_kb() -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+/// A device copy of `len` bytes within registration `reg` from offset `src` to offset `dst`.
+pub fn copy_in(
+    dev: &Device,
+    m: &Mapping,
+    reg: &Registration,
+    src: usize,
+    dst: usize,
+    len: usize,
+) -> std::io::Result<u64> {
+    dev.copy(
+        (reg.handle, m.addr() + src as u64),
+        (reg.handle, m.addr() + dst as u64),
+        len as u64,
+    )
+}
+
+/// Copies page `src` of `m` to page `dst` through the device and checks the bytes.
+pub fn copy_and_check(
+    dev: &Device,
+    m: &Mapping,
+    reg: &Registration,
+    src: usize,
+    dst: usize,
+) -> TestResult {
+    let ps = page_size();
+    copy_in(dev, m, reg, src * ps, dst * ps, ps)?;
+    let b = m.bytes();
+    if b[src * ps..(src + 1) * ps] != b[dst * ps..(dst + 1) * ps] {
+        return Err(Outcome::Fail(format!(
+            "device copy of page {src} to page {dst}: bytes differ"
+        )));
+    }
+    Ok(())
+}

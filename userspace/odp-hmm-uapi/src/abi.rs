@@ -70,6 +70,24 @@ pub struct odp_hmm_info {
     pub dma_mask: u64,
 }
 
+impl odp_hmm_info {
+    /// The PCI address of the DMA device, `DDDD:BB:DD.F`.
+    pub fn pci_address(&self) -> String {
+        format!(
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.pci_segment,
+            self.pci_bus,
+            self.pci_devfn >> 3,
+            self.pci_devfn & 7
+        )
+    }
+
+    /// Whether the DMA device is QEMU's edu (1234:11e8), which this module drives.
+    pub fn is_edu(&self) -> bool {
+        (self.pci_vendor, self.pci_device) == (0x1234, 0x11e8)
+    }
+}
+
 /// `struct odp_hmm_register`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -201,18 +201,11 @@ impl Session {
     fn info(&mut self) -> Result {
         let info = self.dev()?.info()?;
         println!(
-            "DMA device      {:04x}:{:02x}:{:02x}.{:x} [{:04x}:{:04x}]{}",
-            info.pci_segment,
-            info.pci_bus,
-            info.pci_devfn >> 3,
-            info.pci_devfn & 7,
+            "DMA device      {} [{:04x}:{:04x}]{}",
+            info.pci_address(),
             info.pci_vendor,
             info.pci_device,
-            if info.pci_vendor == 0x1234 && info.pci_device == 0x11e8 {
-                " (QEMU edu)"
-            } else {
-                ""
-            }
+            if info.is_edu() { " (QEMU edu)" } else { "" }
         );
         println!("IOMMU domain    {}", domain_name(info.domain_type));
         println!(
