@@ -26,9 +26,12 @@
  *               ioctl that the module was not loaded to allow; an ioctl from
  *               a process other than the one that opened the device
  *   ESRCH       the registered address space has exited
- *   EOPNOTSUPP  the DMA device has no copy engine (see ODP_HMM_INFO_COPY_ENGINE)
+ *   EOPNOTSUPP  the DMA device has no copy engine (see ODP_HMM_INFO_COPY_ENGINE);
+ *               or, at registration, it cannot take HMM mappings (they would
+ *               be bounced or need cache maintenance)
  *   EREMOTEIO   a page is PCI peer memory that the DMA device cannot reach
- *               (no P2P path in the topology)
+ *               (no P2P path in the topology); the fault still maps every
+ *               other page and writes its output fields
  *   ENODEV      the DMA device is gone
  *   EBUSY       the range kept changing under the fault for a whole second
  *   ETIMEDOUT   the device did not finish a copy
@@ -151,7 +154,8 @@ struct odp_hmm_unregister {
  * struct odp_hmm_fault - fault and map a sub-range (ODP_HMM_IOC_FAULT)
  * @version:	in: ODP_HMM_ABI_VERSION
  * @flags:	in: ODP_HMM_FAULT_*; without WRITE the pages are mapped
- *		readable only (prefetch), even in a writable registration
+ *		readable only (prefetch), even in a writable registration;
+ *		NO_FAULT maps only what is present, and excludes WRITE
  * @handle:	in: the registration
  * @addr:	in: page-aligned start, inside the registration
  * @length:	in: page-aligned length, not 0, inside the registration
