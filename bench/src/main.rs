@@ -96,7 +96,7 @@ fn parse_args() -> Config {
 
 fn page_size() -> usize {
     // SAFETY: `sysconf` has no memory-safety preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+    unsafe { sys::sysconf(sys::_SC_PAGESIZE) as usize }
 }
 
 /// The sysfs directory of the DMA device.
@@ -146,16 +146,16 @@ impl Region {
     fn new(len: usize, thp: bool) -> Result<Self, String> {
         // SAFETY: A fresh mapping chosen by the kernel, with room to align it to 2 MiB.
         let raw = unsafe {
-            libc::mmap(
+            sys::mmap(
                 std::ptr::null_mut(),
                 len + HUGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                sys::PROT_READ | sys::PROT_WRITE,
+                sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
                 -1,
                 0,
             )
         };
-        if raw == libc::MAP_FAILED {
+        if raw == sys::MAP_FAILED {
             return Err(format!("mmap: {}", std::io::Error::last_os_error()));
         }
         let start = (raw as usize + HUGE - 1) & !(HUGE - 1);
@@ -163,15 +163,15 @@ impl Region {
         // SAFETY: Trims our own mapping to `start..start + len`, then advises and populates it.
         unsafe {
             if head > 0 {
-                libc::munmap(raw, head);
+                sys::munmap(raw, head);
             }
-            libc::munmap((start + len) as *mut libc::c_void, HUGE - head);
+            sys::munmap((start + len) as *mut sys::c_void, HUGE - head);
             let advice = if thp {
-                libc::MADV_HUGEPAGE
+                sys::MADV_HUGEPAGE
             } else {
-                libc::MADV_NOHUGEPAGE
+                sys::MADV_NOHUGEPAGE
             };
-            libc::madvise(start as *mut libc::c_void, len, advice);
+            sys::madvise(start as *mut sys::c_void, len, advice);
             let ps = page_size();
             for off in (0..len).step_by(ps) {
                 *((start + off) as *mut u8) = off as u8;
@@ -189,7 +189,7 @@ impl Region {
 
     fn unmap(&self, off: usize, len: usize) {
         // SAFETY: Part of our own mapping.
-        unsafe { libc::munmap(self.ptr.add(off).cast(), len) };
+        unsafe { sys::munmap(self.ptr.add(off).cast(), len) };
     }
 }
 

@@ -209,17 +209,17 @@ fn bad_register_inputs() -> TestResult {
     let a = m.addr();
     let len = m.len() as u64;
     let cases: &[(&str, u64, u64, u32, u32, i32)] = &[
-        ("unaligned address", a + 1, len, RW, 0, libc::EINVAL),
-        ("zero length", a, 0, RW, 0, libc::EINVAL),
-        ("unaligned length", a, len - 1, RW, 0, libc::EINVAL),
-        ("wrapping range", !0xfff, 0x2000, RW, 0, libc::EOVERFLOW),
+        ("unaligned address", a + 1, len, RW, 0, sys::EINVAL),
+        ("zero length", a, 0, RW, 0, sys::EINVAL),
+        ("unaligned length", a, len - 1, RW, 0, sys::EINVAL),
+        ("wrapping range", !0xfff, 0x2000, RW, 0, sys::EOVERFLOW),
         (
             "range beyond user space",
             0x7fff_ffff_f000,
             0x10_0000_0000,
             RW,
             0,
-            libc::EOVERFLOW,
+            sys::EOVERFLOW,
         ),
         (
             "range outside any mapping",
@@ -227,7 +227,7 @@ fn bad_register_inputs() -> TestResult {
             4 * ps() as u64,
             RW,
             0,
-            libc::EFAULT,
+            sys::EFAULT,
         ),
         (
             "range running into a hole",
@@ -235,7 +235,7 @@ fn bad_register_inputs() -> TestResult {
             8 * ps() as u64,
             RW,
             0,
-            libc::EFAULT,
+            sys::EFAULT,
         ),
         (
             "no read access",
@@ -243,10 +243,10 @@ fn bad_register_inputs() -> TestResult {
             len,
             ODP_HMM_ACCESS_WRITE,
             0,
-            libc::EINVAL,
+            sys::EINVAL,
         ),
-        ("unknown flag", a, len, RW | 0x100, 0, libc::EINVAL),
-        ("unknown backend", a, len, RW, 99, libc::EINVAL),
+        ("unknown flag", a, len, RW | 0x100, 0, sys::EINVAL),
+        ("unknown backend", a, len, RW, 99, sys::EINVAL),
     ];
     for &(what, addr, length, flags, backend, errno) in cases {
         expect_errno(dev.register(addr, length, flags, backend), errno, what)?;
@@ -264,17 +264,17 @@ fn bad_handle_inputs() -> TestResult {
     let (dev, reg) = register(&m, RW)?;
     expect_errno(
         dev.unregister(0xdead_beef),
-        libc::ENOENT,
+        sys::ENOENT,
         "unregister of an unknown handle",
     )?;
     expect_errno(
         dev.stats(0xdead_beef),
-        libc::ENOENT,
+        sys::ENOENT,
         "stats of an unknown handle",
     )?;
     expect_errno(
         dev.fault(0xdead_beef, m.addr(), ps() as u64, 0),
-        libc::ENOENT,
+        sys::ENOENT,
         "fault of an unknown handle",
     )?;
     let mut arg = odp_hmm_unregister {
@@ -285,21 +285,17 @@ fn bad_handle_inputs() -> TestResult {
     // SAFETY: The ioctl takes a `struct odp_hmm_unregister`.
     expect_errno(
         unsafe { dev.raw_ioctl(ODP_HMM_IOC_UNREGISTER, &mut arg) },
-        libc::EINVAL,
+        sys::EINVAL,
         "unregister with a reserved field set",
     )?;
     dev.unregister(reg.handle)?;
-    expect_errno(
-        dev.unregister(reg.handle),
-        libc::ENOENT,
-        "double unregister",
-    )?;
+    expect_errno(dev.unregister(reg.handle), sys::ENOENT, "double unregister")?;
     // Handles are never reused: a new registration does not answer to the old handle.
     let again = dev.register(m.addr(), m.len() as u64, RW, 0)?;
     check!(again.handle != reg.handle, "a handle was reused");
     expect_errno(
         dev.unregister(reg.handle),
-        libc::ENOENT,
+        sys::ENOENT,
         "unregister of a dropped handle",
     )?;
     dev.unregister(again.handle)?;
@@ -311,19 +307,19 @@ fn bad_fault_inputs() -> TestResult {
     let (dev, reg) = register(&m, RW)?;
     let (a, p) = (m.addr(), ps() as u64);
     let cases: &[(&str, u64, u64, u32, i32)] = &[
-        ("unknown flag", a, p, 0x80, libc::EINVAL),
+        ("unknown flag", a, p, 0x80, sys::EINVAL),
         (
             "write and no-fault together",
             a,
             p,
             ODP_HMM_FAULT_WRITE | ODP_HMM_FAULT_NO_FAULT,
-            libc::EINVAL,
+            sys::EINVAL,
         ),
-        ("unaligned address", a + 8, p, 0, libc::EINVAL),
-        ("zero length", a, 0, 0, libc::EINVAL),
-        ("before the registration", a - p, p, 0, libc::ERANGE),
-        ("past the registration", a + 7 * p, 2 * p, 0, libc::ERANGE),
-        ("wrapping range", a, !0xfff, 0, libc::EOVERFLOW),
+        ("unaligned address", a + 8, p, 0, sys::EINVAL),
+        ("zero length", a, 0, 0, sys::EINVAL),
+        ("before the registration", a - p, p, 0, sys::ERANGE),
+        ("past the registration", a + 7 * p, 2 * p, 0, sys::ERANGE),
+        ("wrapping range", a, !0xfff, 0, sys::EOVERFLOW),
     ];
     for &(what, addr, len, flags, errno) in cases {
         expect_errno(dev.fault(reg.handle, addr, len, flags), errno, what)?;
@@ -357,18 +353,18 @@ fn bad_snapshot_inputs() -> TestResult {
     let a = m.addr();
     expect_errno(
         snap(u64::from(ODP_HMM_SNAPSHOT_MAX_PAGES) + 1, a, 0, buf),
-        libc::E2BIG,
+        sys::E2BIG,
         "oversized buffer",
     )?;
-    expect_errno(snap(0, a, 0, buf), libc::EINVAL, "zero pages")?;
-    expect_errno(snap(1, a, 1, buf), libc::EINVAL, "flags set")?;
+    expect_errno(snap(0, a, 0, buf), sys::EINVAL, "zero pages")?;
+    expect_errno(snap(1, a, 1, buf), sys::EINVAL, "flags set")?;
     expect_errno(
         snap(9, a, 0, buf),
-        libc::ERANGE,
+        sys::ERANGE,
         "more pages than registered",
     )?;
-    expect_errno(snap(1, a + 1, 0, buf), libc::EINVAL, "unaligned address")?;
-    expect_errno(snap(1, a, 0, 8), libc::EFAULT, "bad user pointer")?;
+    expect_errno(snap(1, a + 1, 0, buf), sys::EINVAL, "unaligned address")?;
+    expect_errno(snap(1, a, 0, 8), sys::EFAULT, "bad user pointer")?;
     snap(8, a, 0, buf)?;
     dev.unregister(reg.handle)?;
     module_works(&dev)
@@ -389,7 +385,7 @@ fn bad_dma_inputs() -> TestResult {
         (
             "zero length",
             odp_hmm_dma { length: 0, ..base },
-            libc::EINVAL,
+            sys::EINVAL,
         ),
         (
             "longer than the device buffer",
@@ -397,7 +393,7 @@ fn bad_dma_inputs() -> TestResult {
                 length: 4097,
                 ..base
             },
-            libc::E2BIG,
+            sys::E2BIG,
         ),
         (
             "unknown flag",
@@ -405,7 +401,7 @@ fn bad_dma_inputs() -> TestResult {
                 flags: 0x100,
                 ..base
             },
-            libc::EINVAL,
+            sys::EINVAL,
         ),
         (
             "two source flags",
@@ -413,7 +409,7 @@ fn bad_dma_inputs() -> TestResult {
                 flags: ODP_HMM_DMA_SRC_DEVBUF | ODP_HMM_DMA_SRC_RAW_IOVA,
                 ..base
             },
-            libc::EINVAL,
+            sys::EINVAL,
         ),
         (
             "buffer to buffer",
@@ -423,7 +419,7 @@ fn bad_dma_inputs() -> TestResult {
                 dst_addr: 0,
                 ..base
             },
-            libc::EINVAL,
+            sys::EINVAL,
         ),
         (
             "past the device buffer",
@@ -432,7 +428,7 @@ fn bad_dma_inputs() -> TestResult {
                 dst_addr: 4090,
                 ..base
             },
-            libc::ERANGE,
+            sys::ERANGE,
         ),
         (
             "unknown source handle",
@@ -440,7 +436,7 @@ fn bad_dma_inputs() -> TestResult {
                 src_handle: 0xdead,
                 ..base
             },
-            libc::ENOENT,
+            sys::ENOENT,
         ),
         (
             "outside the registration",
@@ -448,7 +444,7 @@ fn bad_dma_inputs() -> TestResult {
                 src_addr: m.addr() + 4 * ps() as u64 - 32,
                 ..base
             },
-            libc::ERANGE,
+            sys::ERANGE,
         ),
     ];
     for (what, req, errno) in cases {
@@ -468,7 +464,7 @@ fn unknown_version() -> TestResult {
     // SAFETY: The ioctl takes a `struct odp_hmm_info`.
     expect_errno(
         unsafe { dev.raw_ioctl(ODP_HMM_IOC_INFO, &mut info) },
-        libc::EPROTONOSUPPORT,
+        sys::EPROTONOSUPPORT,
         "info",
     )?;
     let mut reg = odp_hmm_register {
@@ -481,7 +477,7 @@ fn unknown_version() -> TestResult {
     // SAFETY: The ioctl takes a `struct odp_hmm_register`.
     expect_errno(
         unsafe { dev.raw_ioctl(ODP_HMM_IOC_REGISTER, &mut reg) },
-        libc::EPROTONOSUPPORT,
+        sys::EPROTONOSUPPORT,
         "register",
     )?;
     check_eq!(
@@ -557,12 +553,12 @@ fn write_fault_readonly() -> TestResult {
     let (dev, reg) = register(&m, ODP_HMM_ACCESS_READ)?;
     expect_errno(
         dev.fault(reg.handle, m.addr(), ps() as u64, ODP_HMM_FAULT_WRITE),
-        libc::EPERM,
+        sys::EPERM,
         "write fault on a read-only registration",
     )?;
     expect_errno(
         copy_in(&dev, &m, &reg, 0, ps(), 64),
-        libc::EPERM,
+        sys::EPERM,
         "device write to a read-only registration",
     )?;
     dev.fault(reg.handle, m.addr(), 4 * ps() as u64, 0)?;
@@ -591,14 +587,14 @@ fn write_fault_readonly() -> TestResult {
 fn write_fault_readonly_mapping() -> TestResult {
     let m = Mapping::new(
         4 * ps(),
-        libc::PROT_READ,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        sys::PROT_READ,
+        sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
         -1,
     )?;
     let (dev, reg) = register(&m, RW)?;
     expect_errno(
         dev.fault(reg.handle, m.addr(), ps() as u64, ODP_HMM_FAULT_WRITE),
-        libc::EPERM,
+        sys::EPERM,
         "write fault on a PROT_READ mapping",
     )?;
     // A read maps the zero page, read-only.
@@ -785,7 +781,7 @@ fn invalidate_munmap() -> TestResult {
     );
     expect_errno(
         dev.fault(reg.handle, m.addr(), ps() as u64, 0),
-        libc::EFAULT,
+        sys::EFAULT,
         "fault of an unmapped range",
     )?;
     m.forget();
@@ -830,7 +826,7 @@ fn invalidate_partial_munmap() -> TestResult {
 fn invalidate_mprotect() -> TestResult {
     let (m, dev, reg) = setup16()?;
     let before = dev.stats(reg.handle)?;
-    m.protect(4 * ps(), 4 * ps(), libc::PROT_READ)?;
+    m.protect(4 * ps(), 4 * ps(), sys::PROT_READ)?;
     let snap = dev.snapshot(reg.handle, m.addr(), 16)?;
     let expected: Vec<usize> = (0..4).chain(8..16).collect();
     check_eq!(
@@ -857,7 +853,7 @@ fn invalidate_mprotect() -> TestResult {
     );
     expect_errno(
         copy_in(&dev, &m, &reg, 0, 5 * ps(), 64),
-        libc::EPERM,
+        sys::EPERM,
         "device write to a read-only page",
     )?;
     Ok(())
@@ -865,7 +861,7 @@ fn invalidate_mprotect() -> TestResult {
 
 fn invalidate_dontneed() -> TestResult {
     let (m, dev, reg) = setup16()?;
-    m.advise(3 * ps(), 2 * ps(), libc::MADV_DONTNEED)?;
+    m.advise(3 * ps(), 2 * ps(), sys::MADV_DONTNEED)?;
     let snap = dev.snapshot(reg.handle, m.addr(), 16)?;
     let expected: Vec<usize> = (0..3).chain(5..16).collect();
     check_eq!(
@@ -889,11 +885,11 @@ fn invalidate_fork_cow() -> TestResult {
     let before = dev.stats(reg.handle)?;
     let mut pipe = [0i32; 2];
     // SAFETY: `pipe` is a valid out-array of two descriptors.
-    if unsafe { libc::pipe(pipe.as_mut_ptr()) } != 0 {
+    if unsafe { sys::pipe(pipe.as_mut_ptr()) } != 0 {
         return Err(std::io::Error::last_os_error().into());
     }
     // SAFETY: Single-threaded; the child only touches its copy of `m` and exits.
-    let pid = unsafe { libc::fork() };
+    let pid = unsafe { sys::fork() };
     if pid < 0 {
         return Err(std::io::Error::last_os_error().into());
     }
@@ -904,16 +900,16 @@ fn invalidate_fork_cow() -> TestResult {
         let mut byte = 0u8;
         // SAFETY: Plain syscalls on the child's descriptors.
         unsafe {
-            libc::close(pipe[1]);
-            libc::read(pipe[0], (&mut byte as *mut u8).cast(), 1);
-            libc::_exit(0);
+            sys::close(pipe[1]);
+            sys::read(pipe[0], (&mut byte as *mut u8).cast(), 1);
+            sys::_exit(0);
         }
     }
     // SAFETY: The parent's copy of the read end.
-    unsafe { libc::close(pipe[0]) };
+    unsafe { sys::close(pipe[0]) };
     let release_child = || {
         // SAFETY: Closing our write end lets the child's read return.
-        unsafe { libc::close(pipe[1]) };
+        unsafe { sys::close(pipe[1]) };
         wait_child(pid)
     };
     let result = (|| -> TestResult {
@@ -990,7 +986,7 @@ fn raw_iova_after_invalidation() -> TestResult {
     if info.flags & ODP_HMM_INFO_DEBUG_RAW_DMA == 0 {
         expect_errno(
             raw(reg.iova_base),
-            libc::EPERM,
+            sys::EPERM,
             "raw IOVA read without debug_raw_dma",
         )?;
         skip!("the module was loaded without debug_raw_dma=1");
@@ -1136,15 +1132,15 @@ fn stress_copy_vs_remap() -> TestResult {
                 stress_page(fresh.bytes_mut(), generation, page);
                 // SAFETY: Moves our fresh page over page `page` of the churned mapping (ours).
                 let p = unsafe {
-                    libc::mremap(
-                        fresh.addr() as *mut libc::c_void,
+                    sys::mremap(
+                        fresh.addr() as *mut sys::c_void,
                         ps,
                         ps,
-                        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-                        (base + page * ps) as *mut libc::c_void,
+                        sys::MREMAP_MAYMOVE | sys::MREMAP_FIXED,
+                        (base + page * ps) as *mut sys::c_void,
                     )
                 };
-                if p == libc::MAP_FAILED {
+                if p == sys::MAP_FAILED {
                     return Err(format!("mremap: {}", std::io::Error::last_os_error()));
                 }
                 fresh.forget();
@@ -1182,7 +1178,7 @@ fn stress_copy_vs_remap() -> TestResult {
     stop.store(true, Ordering::Relaxed);
     let remapped = remapper.join().map_err(|_| "remapper panicked")?;
     // SAFETY: The churned mapping is ours; nothing uses it any more.
-    unsafe { libc::munmap(base as *mut libc::c_void, len) };
+    unsafe { sys::munmap(base as *mut sys::c_void, len) };
     result?;
     remapped.map_err(Outcome::Fail)?;
     let remaps = remaps.load(Ordering::Relaxed);
@@ -1198,8 +1194,8 @@ fn register_1gib() -> TestResult {
     const GIB: usize = 1 << 30;
     let m = Mapping::new(
         GIB,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        sys::PROT_READ | sys::PROT_WRITE,
+        sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | sys::MAP_NORESERVE,
         -1,
     )?;
     let npages = (GIB / ps()) as u64;

@@ -135,24 +135,24 @@ fn p2pmem(at: Option<u64>) -> Result<P2pMem, Outcome> {
         Some(addr) => {
             // SAFETY: Maps over `len` bytes of the caller's own reserved mapping.
             let p = unsafe {
-                libc::mmap(
-                    addr as *mut libc::c_void,
+                sys::mmap(
+                    addr as *mut sys::c_void,
                     len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    sys::PROT_READ | sys::PROT_WRITE,
+                    sys::MAP_SHARED | sys::MAP_FIXED,
                     file.as_raw_fd(),
                     0,
                 )
             };
-            if p == libc::MAP_FAILED {
+            if p == sys::MAP_FAILED {
                 return Err(std::io::Error::last_os_error().into());
             }
             Mapping::adopt(addr, len)
         }
         None => Mapping::new(
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
+            sys::PROT_READ | sys::PROT_WRITE,
+            sys::MAP_SHARED,
             file.as_raw_fd(),
         )?,
     };
@@ -200,7 +200,7 @@ fn fault_and_check(
     if kind == Kind::Refused {
         expect_errno(
             fault,
-            libc::EREMOTEIO,
+            sys::EREMOTEIO,
             &format!("{name}: fault over unreachable peer pages"),
         )?;
     } else {

@@ -5,7 +5,8 @@
 //! [`abi`] mirrors `include/uapi/linux/odp_hmm.h`, the one source of truth (field for field; the
 //! `layout` test compiles the header with the C compiler and checks every size, offset, constant
 //! and ioctl number against this crate). [`Device`] is a thin safe wrapper: one method per ioctl,
-//! errors as [`std::io::Error`] carrying the errno the header documents.
+//! errors as [`std::io::Error`] carrying the errno the header documents. [`sys`] declares the
+//! few C library functions and constants the userspace crates call.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -20,6 +21,7 @@ use std::{
 };
 
 pub mod abi;
+pub mod sys;
 
 pub use abi::*;
 
@@ -60,12 +62,12 @@ unsafe fn ioctl<T>(file: &File, cmd: u32, arg: &mut T) -> io::Result<()> {
     loop {
         // SAFETY: `arg` is a valid, exclusive `T` for the duration of the call, and the caller
         // guarantees `cmd` takes a `T`.
-        let ret = unsafe { libc::ioctl(file.as_raw_fd(), cmd as libc::c_ulong, arg as *mut T) };
+        let ret = unsafe { sys::ioctl(file.as_raw_fd(), cmd as sys::c_ulong, arg as *mut T) };
         if ret == 0 {
             return Ok(());
         }
         let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINTR) {
+        if err.raw_os_error() != Some(sys::EINTR) {
             return Err(err);
         }
     }

@@ -50,7 +50,7 @@ type Result<T = ()> = std::result::Result<T, CmdError>;
 
 fn page_size() -> usize {
     // SAFETY: `sysconf` has no memory-safety preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+    unsafe { sys::sysconf(sys::_SC_PAGESIZE) as usize }
 }
 
 /// Parses `4096`, `16K`, `8M`, `1G`, or `0x1000`.
@@ -83,8 +83,8 @@ impl Buffer {
     fn new(len: usize, kind: &str) -> Result<Self> {
         const HUGE: usize = 2 << 20;
         let flags = match kind {
-            "anon" | "thp" => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            "shm" => libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            "anon" | "thp" => sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
+            "shm" => sys::MAP_SHARED | sys::MAP_ANONYMOUS,
             _ => return Err(CmdError(format!("unknown buffer kind {kind}"))),
         };
         // Placement: "thp" starts on a 2 MiB boundary, so that the kernel can back it with huge
@@ -99,16 +99,16 @@ impl Buffer {
         };
         // SAFETY: A fresh mapping chosen by the kernel.
         let raw = unsafe {
-            libc::mmap(
+            sys::mmap(
                 ptr::null_mut(),
                 len + slack,
-                libc::PROT_READ | libc::PROT_WRITE,
+                sys::PROT_READ | sys::PROT_WRITE,
                 flags,
                 -1,
                 0,
             )
         };
-        if raw == libc::MAP_FAILED {
+        if raw == sys::MAP_FAILED {
             return Err(io::Error::last_os_error().into());
         }
         let mut ptr = raw.cast::<u8>();
@@ -118,15 +118,15 @@ impl Buffer {
             // SAFETY: Trims the head and tail of our own mapping around `start..start + len`.
             unsafe {
                 if head > 0 {
-                    libc::munmap(raw, head);
+                    sys::munmap(raw, head);
                 }
-                libc::munmap((start + len) as *mut libc::c_void, slack - head);
+                sys::munmap((start + len) as *mut sys::c_void, slack - head);
                 let advice = if kind == "thp" {
-                    libc::MADV_HUGEPAGE
+                    sys::MADV_HUGEPAGE
                 } else {
-                    libc::MADV_NOHUGEPAGE
+                    sys::MADV_NOHUGEPAGE
                 };
-                libc::madvise(start as *mut libc::c_void, len, advice);
+                sys::madvise(start as *mut sys::c_void, len, advice);
             }
             ptr = start as *mut u8;
         }
@@ -346,7 +346,7 @@ impl Session {
         let b = self.buf()?;
         b.check(off, len)?;
         // SAFETY: The range is inside our buffer; it is remapped before it is used again.
-        if unsafe { libc::munmap(b.ptr.add(off).cast(), len) } != 0 {
+        if unsafe { sys::munmap(b.ptr.add(off).cast(), len) } != 0 {
             return Err(io::Error::last_os_error().into());
         }
         println!("munmap {off:#x}+{len:#x}");
@@ -361,16 +361,16 @@ impl Session {
         b.check(off, len)?;
         // SAFETY: MAP_FIXED over a range of our own buffer.
         let p = unsafe {
-            libc::mmap(
+            sys::mmap(
                 b.ptr.add(off).cast(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                sys::PROT_READ | sys::PROT_WRITE,
+                sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | sys::MAP_FIXED,
                 -1,
                 0,
             )
         };
-        if p == libc::MAP_FAILED {
+        if p == sys::MAP_FAILED {
             return Err(io::Error::last_os_error().into());
         }
         b.generation = b.generation.wrapping_add(1);
