@@ -115,13 +115,16 @@ kvm_opt=--disable-kvm
 [ "${ODP_HMM_KVM:-0}" = 1 ] && kvm_opt=
 
 set +e
+# The guest's output goes through a pipe: QEMU reopens /proc/self/fd/1 and /proc/self/fd/2 with
+# O_TRUNC, which would empty a log file the caller redirected us to. The guest's exit code comes
+# back in $results/rc, not from vng.
 # shellcheck disable=SC2086
 timeout --foreground 1800 vng --run "$kernel/arch/x86/boot/bzImage" --disable-microvm $kvm_opt \
 	--memory "$memory" --cpus 2 --rwdir="$results" "${rwdirs[@]}" \
 	--append "intel_iommu=on iommu.strict=1 $append" \
 	--qemu-opts="$qemu $qemu_extra" \
-	--exec "bash $ODP_TOP/scripts/guest-run.sh $results" </dev/null
-rc=$?
+	--exec "bash $ODP_TOP/scripts/guest-run.sh $results" </dev/null 2>&1 | cat
+rc=${PIPESTATUS[0]}
 set -e
 
 [ -z "$keep" ] || { mkdir -p "$keep" && cp "$results"/*.txt "$keep"/ 2>/dev/null || true; }
