@@ -95,6 +95,10 @@ pub const TESTS: &[&Test] = &[
         run: device_copy_thp,
     },
     &Test {
+        name: "device_copy_hugetlb",
+        run: device_copy_hugetlb,
+    },
+    &Test {
         name: "invalidate_munmap",
         run: invalidate_munmap,
     },
@@ -746,6 +750,57 @@ fn device_copy_thp() -> TestResult {
     copy_and_check(&dev, &m, &reg, 3, 700)?;
     copy_and_check(&dev, &m, &reg, 600, 10)?;
     Ok(())
+}
+
+fn device_copy_hugetlb() -> TestResult {
+    // Two 2 MiB hugetlbfs pages, reserved for the test.
+    let pool = "/proc/sys/vm/nr_hugepages";
+    let before = fs::read_to_string(pool).unwrap_or_default();
+    if fs::write(pool, "2").is_err() {
+        skip!("cannot reserve hugetlbfs pages ({pool})");
+    }
+    let result = (|| -> TestResult {
+        let mut m = match Mapping::new(
+            2 * HUGE,
+            sys::PROT_READ | sys::PROT_WRITE,
+            sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | sys::MAP_HUGETLB,
+            -1,
+        ) {
+            Ok(m) => m,
+            Err(e) => skip!("no hugetlbfs pages: {e}"),
+        };
+        for i in 0..(2 * HUGE / ps()) {
+            m.fill_page(i, (i * 3) as u8);
+        }
+        let (dev, reg) = register(&m, RW)?;
+        dev.fault(reg.handle, m.addr(), m.len() as u64, ODP_HMM_FAULT_WRITE)?;
+        let snap = dev.snapshot(reg.handle, m.addr(), 2 * HUGE / ps())?;
+        let expected = if reg.backend == ODP_HMM_BACKEND_LEGACY {
+            0
+        } else {
+            9
+        };
+        check!(
+            snap.iter()
+                .all(|p| p.order == expected && p.flags & ODP_HMM_PAGE_DMA_MAPPED != 0),
+            "hugetlb pages: every page mapped with order {expected}"
+        );
+        copy_and_check(&dev, &m, &reg, 1, 513)?;
+        copy_and_check(&dev, &m, &reg, 1000, 7)?;
+        // Unmapping one huge page unmaps exactly its 512 pages.
+        let before = dev.stats(reg.handle)?;
+        m.unmap_part(HUGE, HUGE)?;
+        let st = dev.stats(reg.handle)?;
+        check_eq!(
+            st.pages_unmapped - before.pages_unmapped,
+            512,
+            "pages unmapped with a huge page"
+        );
+        check_eq!(st.pages_now, 512, "pages still mapped");
+        Ok(())
+    })();
+    let _ = fs::write(pool, before.trim());
+    result
 }
 
 /// Registers 16 filled pages and maps them all writable.

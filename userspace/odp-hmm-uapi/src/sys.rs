@@ -50,6 +50,8 @@ pub const MAP_FIXED: c_int = 0x10;
 pub const MAP_ANONYMOUS: c_int = 0x20;
 /// Don't check for reservations.
 pub const MAP_NORESERVE: c_int = 0x4000;
+/// Back the mapping with hugetlbfs pages.
+pub const MAP_HUGETLB: c_int = 0x40000;
 /// What `mmap` and `mremap` return on error: `(void *) -1`.
 pub const MAP_FAILED: *mut c_void = !0 as *mut c_void;
 /// Don't need these pages.

@@ -130,6 +130,7 @@ fn constants_and_types_match_the_headers() {
         MAP_FIXED,
         MAP_ANONYMOUS,
         MAP_NORESERVE,
+        MAP_HUGETLB,
         MADV_DONTNEED,
         MADV_HUGEPAGE,
         MADV_NOHUGEPAGE,
