@@ -8,10 +8,11 @@ use std::{
     collections::BTreeMap,
     mem::{offset_of, size_of},
     path::PathBuf,
-    process::Command,
 };
 
 use odp_hmm_uapi::*;
+
+mod common;
 
 fn header_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../include")
@@ -19,39 +20,9 @@ fn header_dir() -> PathBuf {
 
 /// Compiles and runs `body` (C statements) with the header included; returns `name value` lines.
 fn c_values(body: &str) -> BTreeMap<String, u64> {
-    let dir = std::env::temp_dir().join(format!("odp-hmm-layout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let src = dir.join("layout.c");
-    let exe = dir.join("layout");
-    let program = format!(
-        "#include <stdio.h>\n#include <stddef.h>\n#include \"uapi/linux/odp_hmm.h\"\n\
-         #define P(name, v) printf(\"%s %llu\\n\", name, (unsigned long long)(v))\n\
-         int main(void) {{\n{body}\nreturn 0;\n}}\n"
-    );
-    std::fs::write(&src, program).expect("write C source");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let status = Command::new(cc)
-        .arg("-Wall")
-        .arg("-Werror")
-        .arg("-I")
-        .arg(header_dir())
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .status()
-        .expect("run the C compiler");
-    assert!(status.success(), "the header does not compile");
-    let out = Command::new(&exe).output().expect("run the layout program");
-    assert!(out.status.success());
-    let _ = std::fs::remove_dir_all(&dir);
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(' ').expect("name value");
-            (k.to_string(), v.parse().expect("number"))
-        })
-        .collect()
+    let prelude = "#include <stdio.h>\n#include <stddef.h>\n#include \"uapi/linux/odp_hmm.h\"\n\
+                   #define P(name, v) printf(\"%s %llu\\n\", name, (unsigned long long)(v))";
+    common::values(&common::run_c(prelude, body, &[&header_dir()]))
 }
 
 macro_rules! check_struct {

@@ -22,60 +22,28 @@ use std::{
         unix::fs::MetadataExt,
     },
     path::PathBuf,
-    process::Command,
     ptr,
-    sync::atomic::{
-        AtomicUsize,
-        Ordering, //
-    },
 };
 
 use odp_hmm_uapi::sys;
 
+mod common;
+
 /// Compiles and runs `body` (C statements) with the C library headers `sys` mirrors included;
 /// returns its standard output.
 fn c_output(body: &str) -> String {
-    // One directory per call: the tests run in parallel.
-    static CALLS: AtomicUsize = AtomicUsize::new(0);
-    let call = CALLS.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("odp-hmm-sys-{}-{call}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let src = dir.join("sys.c");
-    let exe = dir.join("sys");
-    let program = format!(
+    let prelude =
         "#define _GNU_SOURCE\n#include <errno.h>\n#include <grp.h>\n#include <stdint.h>\n\
-         #include <stdio.h>\n#include <sys/ioctl.h>\n#include <sys/mman.h>\n\
-         #include <sys/types.h>\n#include <sys/wait.h>\n#include <unistd.h>\n\
-         #define P(name, v) printf(\"%s %lld\\n\", name, (long long)(v))\n\
-         #define SIGNED(t) ((t)-1 < (t)0)\n\
-         int main(void) {{\n{body}\nreturn 0;\n}}\n"
-    );
-    std::fs::write(&src, program).expect("write C source");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let status = Command::new(cc)
-        .arg("-Wall")
-        .arg("-Werror")
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .status()
-        .expect("run the C compiler");
-    assert!(status.success(), "the C program does not compile");
-    let out = Command::new(&exe).output().expect("run the C program");
-    assert!(out.status.success());
-    let _ = std::fs::remove_dir_all(&dir);
-    String::from_utf8(out.stdout).expect("utf-8")
+                   #include <stdio.h>\n#include <sys/ioctl.h>\n#include <sys/mman.h>\n\
+                   #include <sys/types.h>\n#include <sys/wait.h>\n#include <unistd.h>\n\
+                   #define P(name, v) printf(\"%s %lld\\n\", name, (long long)(v))\n\
+                   #define SIGNED(t) ((t)-1 < (t)0)";
+    common::run_c(prelude, body, &[])
 }
 
 /// `name value` lines as a map.
 fn c_values(body: &str) -> BTreeMap<String, i64> {
-    c_output(body)
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(' ').expect("name value");
-            (k.to_string(), v.parse().expect("number"))
-        })
-        .collect()
+    common::values(&c_output(body))
 }
 
 macro_rules! check_consts {
