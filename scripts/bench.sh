@@ -49,8 +49,10 @@ fi
 (cd "$ODP_TOP" && cargo build --quiet --release --locked -p odp-hmm-bench)
 
 log "running the benchmarks in the VM ($profile kernel) into $out"
+# tsc=reliable: under TCG the clocksource watchdog sees the TSC lag and may switch the guest to
+# the HPET in the middle of a run, which changes what every timer read costs.
 "$ODP_TOP/scripts/vm-run.sh" --kernel "$kdir" --module "$module" --memory "$memory" \
-	--rwdir "$out" -- "$ODP_TOP/target/release/odp_hmm_bench" "${args[@]}" --out "$out/bench.json"
+	--append tsc=reliable --rwdir "$out" -- "$ODP_TOP/target/release/odp_hmm_bench" "${args[@]}" --out "$out/bench.json"
 
 title="odp_hmm benchmarks ($profile kernel, $(date +%Y-%m-%d))"
 /usr/bin/python3 "$ODP_TOP/scripts/bench-report.py" "$out/bench.json" "$out" --title "$title"
