@@ -317,6 +317,7 @@ impl OdpFile {
         req.sync_ns = total.map.sync_ns;
         req.unmap_ns = total.umem.unmap_ns;
         req.link_ns = total.map.link_ns;
+        req.invalidations_nonblocking = total.umem.invalidations_nonblocking;
         uapi::write_arg(arg, &req)
     }
 
@@ -334,6 +335,7 @@ fn add_stats(a: &mut UmemStats, b: &UmemStats) {
     a.umem.pages_faulted += b.umem.pages_faulted;
     a.umem.invalidations += b.umem.invalidations;
     a.umem.invalidations_ignored += b.umem.invalidations_ignored;
+    a.umem.invalidations_nonblocking += b.umem.invalidations_nonblocking;
     a.umem.fault_retries += b.umem.fault_retries;
     a.umem.fault_ns += b.umem.fault_ns;
     a.umem.map_ns += b.umem.map_ns;

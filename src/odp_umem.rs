@@ -100,6 +100,8 @@ pub(crate) struct UmemCounters {
     pub(crate) invalidations: u64,
     /// Invalidations that found nothing to unmap.
     pub(crate) invalidations_ignored: u64,
+    /// Invalidations that must not sleep (the OOM reaper), whatever they unmapped.
+    pub(crate) invalidations_nonblocking: u64,
     /// Faults repeated because the range changed under them.
     pub(crate) fault_retries: u64,
     /// Nanoseconds spent in `hmm_range_fault()`.
@@ -171,7 +173,10 @@ pub(crate) struct UmemState {
 
 impl Invalidate for UmemState {
     fn invalidate(&self, inv: &Invalidation<'_>) -> bool {
-        let mut inner = if inv.blockable() {
+        // Where the callback must not sleep, a busy lock makes the caller (the OOM reaper) try
+        // again later rather than wait.
+        let blockable = inv.blockable();
+        let mut inner = if blockable {
             self.inner.lock()
         } else {
             match self.inner.try_lock() {
@@ -179,6 +184,9 @@ impl Invalidate for UmemState {
                 None => return false,
             }
         };
+        if !blockable {
+            inner.counters.invalidations_nonblocking += 1;
+        }
         inv.set_seq();
         let span = match inv.event() {
             Event::Release => Some(PageSpan {

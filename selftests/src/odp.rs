@@ -4,6 +4,14 @@
 
 use std::{
     fs,
+    io::{
+        Read,
+        Write, //
+    },
+    os::fd::{
+        AsRawFd,
+        FromRawFd, //
+    },
     sync::{
         atomic::{
             AtomicBool,
@@ -125,6 +133,10 @@ pub const TESTS: &[&Test] = &[
     &Test {
         name: "process_exit_with_registrations",
         run: process_exit_with_registrations,
+    },
+    &Test {
+        name: "process_mrelease_reaps_registration",
+        run: process_mrelease_reaps_registration,
     },
     &Test {
         name: "close_with_registrations",
@@ -1122,6 +1134,177 @@ fn process_exit_with_registrations() -> TestResult {
     check_eq!(code, 0, "child");
     // The module still works (and the kernel log, checked after the run, must be clean).
     module_works(&Device::open()?)
+}
+
+/// Pages the child of [`process_mrelease_reaps_registration`] maps.
+const REAPED_PAGES: usize = 64;
+
+/// Tries at catching the child between its kill and its own exit.
+const MRELEASE_TRIES: usize = 10;
+
+/// A process killed with a live registration and reaped at once by `process_mrelease()`, which
+/// runs the OOM reaper's code: the invalidation callback is told it must not sleep. It must
+/// unmap every page (or refuse, and the reaper tries again), and the log must stay clean.
+fn process_mrelease_reaps_registration() -> TestResult {
+    for tries in 1..=MRELEASE_TRIES {
+        let Some(stats) = kill_and_reap()? else {
+            continue;
+        };
+        println!(
+            "# reaped on try {tries}: {} non-blocking invalidation(s), {} that unmapped something",
+            stats.invalidations_nonblocking, stats.invalidations
+        );
+        check_eq!(stats.pages_now, 0, "pages mapped after the reap");
+        check_eq!(
+            stats.pages_unmapped,
+            REAPED_PAGES as u64,
+            "pages unmapped by the reap and the exit"
+        );
+        return module_works(&Device::open()?);
+    }
+    Err(format!(
+        "in {MRELEASE_TRIES} tries the child's exit always came before process_mrelease() reaped it"
+    )
+    .into())
+}
+
+/// A forked child, killed and waited for on drop unless [`Child::wait`] already did.
+struct Child(Option<i32>);
+
+impl Child {
+    /// Waits for the child; returns its exit code (128 + signal if killed).
+    fn wait(&mut self) -> std::io::Result<i32> {
+        match self.0.take() {
+            Some(pid) => wait_child(pid),
+            None => Ok(-1),
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: `kill` takes no pointers; `pid` is our child, not yet waited for.
+            unsafe { sys::kill(pid, sys::SIGKILL) };
+            let _ = self.wait();
+        }
+    }
+}
+
+/// A raw system call's result: its value, or the error `errno` holds.
+fn syscall_result(ret: sys::c_long) -> std::io::Result<i32> {
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // CAST: The calls used here return a descriptor or 0.
+    Ok(ret as i32)
+}
+
+/// In a child: maps [`REAPED_PAGES`], registers and faults them, writes its device descriptor and
+/// the handle to `report`, and waits to be killed.
+fn registered_child(mut report: std::fs::File) -> i32 {
+    let mut run = || -> std::io::Result<(Device, Mapping)> {
+        let mut m = Mapping::anon(REAPED_PAGES * ps())?;
+        m.fill_page(0, 5);
+        let (dev, reg) = register(&m, RW)?;
+        dev.fault(reg.handle, m.addr(), m.len() as u64, ODP_HMM_FAULT_WRITE)?;
+        let fd = dev.file().as_raw_fd() as u64;
+        report.write_all(&[fd.to_le_bytes(), reg.handle.to_le_bytes()].concat())?;
+        Ok((dev, m))
+    };
+    match run() {
+        // Keep both alive until the kill.
+        Ok(_alive) => loop {
+            thread::sleep(Duration::from_secs(1));
+        },
+        Err(_) => 1,
+    }
+}
+
+/// Kills a child with a live registration and reaps its memory with `process_mrelease()`.
+/// Returns the registration's counters afterwards when the reaper's non-blocking invalidation
+/// ran, `None` when the child's own exit came first.
+fn kill_and_reap() -> Result<Option<odp_hmm_stats>, Outcome> {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a valid out-array of two descriptors.
+    if unsafe { sys::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: Both ends are ours; each `File` closes its end on drop.
+    let (mut rx, tx) = unsafe { (fs::File::from_raw_fd(fds[0]), fs::File::from_raw_fd(fds[1])) };
+    // SAFETY: Single-threaded; the child only runs `registered_child` and leaves with `_exit`.
+    let pid = unsafe { sys::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if pid == 0 {
+        drop(rx);
+        let code = registered_child(tx);
+        // SAFETY: Leaves the child at once.
+        unsafe { sys::_exit(code) };
+    }
+    let mut child = Child(Some(pid));
+    drop(tx);
+    let mut report = [0u8; 16];
+    rx.read_exact(&mut report)
+        .map_err(|e| format!("the child did not register: {e}"))?;
+    let [fd, handle] = [0, 8].map(|at| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&report[at..at + 8]);
+        u64::from_le_bytes(word)
+    });
+
+    // SAFETY: `pidfd_open(pid, 0)` takes no pointers.
+    let pidfd = syscall_result(unsafe {
+        sys::syscall(
+            sys::SYS_pidfd_open,
+            sys::c_long::from(pid),
+            0 as sys::c_long,
+        )
+    })?;
+    // SAFETY: `pidfd` is a descriptor we own from here on.
+    let pidfd = unsafe { fs::File::from_raw_fd(pidfd) };
+    // The child's device file, to read the registration's counters after the child is gone.
+    // SAFETY: `pidfd_getfd(pidfd, fd, 0)` takes no pointers.
+    let devfd = syscall_result(unsafe {
+        sys::syscall(
+            sys::SYS_pidfd_getfd,
+            sys::c_long::from(pidfd.as_raw_fd()),
+            fd as sys::c_long,
+            0 as sys::c_long,
+        )
+    })?;
+    // SAFETY: `devfd` is a descriptor we own from here on, a duplicate of the child's device file.
+    let dev = Device::from_file(unsafe { fs::File::from_raw_fd(devfd) });
+    check_eq!(
+        dev.stats(handle)?.pages_now,
+        REAPED_PAGES as u64,
+        "pages the child mapped"
+    );
+
+    // SAFETY: `kill` takes no pointers; `pid` is our child, not yet waited for.
+    if unsafe { sys::kill(pid, sys::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: `process_mrelease(pidfd, 0)` takes no pointers.
+    let released = syscall_result(unsafe {
+        sys::syscall(
+            sys::SYS_process_mrelease,
+            sys::c_long::from(pidfd.as_raw_fd()),
+            0 as sys::c_long,
+        )
+    });
+    check_eq!(child.wait()?, 128 + sys::SIGKILL, "the child's end");
+    match released {
+        Ok(_) => {}
+        // The child's mm was gone already, or the reap met a busy lock and stopped early.
+        Err(e) if matches!(e.raw_os_error(), Some(sys::ESRCH | sys::EAGAIN)) => return Ok(None),
+        Err(e) => return Err(format!("process_mrelease: {e}").into()),
+    }
+    let stats = dev.stats(handle)?;
+    // A registration whose process is gone still unregisters.
+    dev.unregister(handle)?;
+    Ok((stats.invalidations_nonblocking > 0).then_some(stats))
 }
 
 fn close_with_registrations() -> TestResult {

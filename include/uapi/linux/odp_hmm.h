@@ -243,6 +243,9 @@ struct odp_hmm_snapshot {
  * @link_ns:	out: of which in dma_iova_link() or dma_map_phys() (0 for
  *		backend=kernel)
  * @unmap_ns:	out: time invalidations spent unmapping
+ * @invalidations_nonblocking: out: of the invalidation callbacks, those that
+ *		must not sleep (the OOM reaper, process_mrelease()), counted
+ *		whether or not they unmapped anything
  */
 struct odp_hmm_stats {
 	__u32 version;
@@ -270,6 +273,7 @@ struct odp_hmm_stats {
 	__u64 sync_ns;
 	__u64 unmap_ns;
 	__u64 link_ns;
+	__u64 invalidations_nonblocking;
 };
 
 /* struct odp_hmm_dma::flags */

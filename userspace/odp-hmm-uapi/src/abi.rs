@@ -174,6 +174,7 @@ pub struct odp_hmm_stats {
     pub sync_ns: u64,
     pub unmap_ns: u64,
     pub link_ns: u64,
+    pub invalidations_nonblocking: u64,
 }
 
 /// `struct odp_hmm_dma`.

@@ -85,6 +85,11 @@ impl Device {
         Ok(Self { file })
     }
 
+    /// A device file opened elsewhere (inherited, passed over a socket, or `pidfd_getfd()`).
+    pub fn from_file(file: File) -> Self {
+        Self { file }
+    }
+
     /// The underlying file.
     pub fn file(&self) -> &File {
         &self.file

@@ -8,7 +8,7 @@
 //! them. The standard library already links glibc, so the functions need no link attribute.
 //! Declarations follow the glibc prototypes (`ioctl` and `mremap` are variadic there).
 
-#![allow(non_camel_case_types)]
+#![allow(non_camel_case_types, non_upper_case_globals)]
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu")))]
 compile_error!("odp_hmm_uapi::sys supports x86_64 Linux with glibc only");
@@ -117,6 +117,18 @@ pub const ETIMEDOUT: c_int = 110;
 /// Remote I/O error.
 pub const EREMOTEIO: c_int = 121;
 
+// <signal.h>
+/// Kill the process (cannot be caught).
+pub const SIGKILL: c_int = 9;
+
+// <sys/syscall.h>: system calls glibc 2.36 has no wrapper for.
+/// `pidfd_open(pid, flags)`: a file descriptor that refers to a process.
+pub const SYS_pidfd_open: c_long = 434;
+/// `pidfd_getfd(pidfd, targetfd, flags)`: a duplicate of another process's file descriptor.
+pub const SYS_pidfd_getfd: c_long = 438;
+/// `process_mrelease(pidfd, flags)`: reap a dying process's memory now (the OOM reaper's work).
+pub const SYS_process_mrelease: c_long = 448;
+
 // <sys/wait.h>, after glibc's <bits/waitstatus.h>.
 /// The child exited normally (`WIFEXITED`).
 #[allow(non_snake_case)]
@@ -171,6 +183,10 @@ unsafe extern "C" {
     pub fn setgid(gid: gid_t) -> c_int;
     pub fn setuid(uid: uid_t) -> c_int;
     pub fn sysconf(name: c_int) -> c_long;
+    pub fn syscall(number: c_long, ...) -> c_long;
+
+    // <signal.h>
+    pub fn kill(pid: pid_t, sig: c_int) -> c_int;
 
     // <grp.h>
     pub fn setgroups(size: size_t, list: *const gid_t) -> c_int;

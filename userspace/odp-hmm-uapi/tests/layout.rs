@@ -151,6 +151,7 @@ fn header_and_mirror_agree() {
             sync_ns,
             unmap_ns,
             link_ns,
+            invalidations_nonblocking,
         }
     );
     check_struct!(

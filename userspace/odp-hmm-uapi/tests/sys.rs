@@ -34,8 +34,9 @@ mod common;
 fn c_output(body: &str) -> String {
     let prelude =
         "#define _GNU_SOURCE\n#include <errno.h>\n#include <grp.h>\n#include <stdint.h>\n\
-                   #include <stdio.h>\n#include <sys/ioctl.h>\n#include <sys/mman.h>\n\
-                   #include <sys/types.h>\n#include <sys/wait.h>\n#include <unistd.h>\n\
+                   #include <signal.h>\n#include <stdio.h>\n#include <sys/ioctl.h>\n\
+                   #include <sys/mman.h>\n#include <sys/syscall.h>\n#include <sys/types.h>\n\
+                   #include <sys/wait.h>\n#include <unistd.h>\n\
                    #define P(name, v) printf(\"%s %lld\\n\", name, (long long)(v))\n\
                    #define SIGNED(t) ((t)-1 < (t)0)";
     common::run_c(prelude, body, &[])
@@ -128,6 +129,10 @@ fn constants_and_types_match_the_headers() {
         EOPNOTSUPP,
         ETIMEDOUT,
         EREMOTEIO,
+        SIGKILL,
+        SYS_pidfd_open,
+        SYS_pidfd_getfd,
+        SYS_process_mrelease,
     );
     // A pointer constant: compared as an address.
     c += "P(\"MAP_FAILED\", (intptr_t)MAP_FAILED);\n";
@@ -291,4 +296,76 @@ fn process_calls_work() {
         std::io::Error::last_os_error().raw_os_error(),
         Some(sys::ENOTTY)
     );
+}
+
+#[test]
+fn pidfd_calls_work() {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a valid out-array of two descriptors.
+    assert_eq!(unsafe { sys::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: The child only makes async-signal-safe calls and leaves with `_exit`.
+    let pid = unsafe { sys::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let mut byte = 0u8;
+        // SAFETY: Plain calls on the child's descriptors; `byte` is a valid 1-byte buffer. The
+        // read blocks until the parent kills the child.
+        unsafe {
+            sys::close(fds[1]);
+            sys::read(fds[0], (&mut byte as *mut u8).cast(), 1);
+            sys::_exit(1);
+        }
+    }
+    // SAFETY: Both pipe ends are ours; each `File` closes its end on drop.
+    let (r, _w) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    // SAFETY: `pidfd_open(pid, 0)` takes no pointers.
+    let pidfd = unsafe {
+        sys::syscall(
+            sys::SYS_pidfd_open,
+            sys::c_long::from(pid),
+            0 as sys::c_long,
+        )
+    };
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `pidfd` is a descriptor we own from here on.
+    let pidfd = unsafe { File::from_raw_fd(pidfd as i32) };
+    // The child's copy of the pipe's read end, by its number there (the same as ours).
+    // SAFETY: `pidfd_getfd(pidfd, fd, 0)` takes no pointers.
+    let dup = unsafe {
+        sys::syscall(
+            sys::SYS_pidfd_getfd,
+            sys::c_long::from(pidfd.as_raw_fd()),
+            sys::c_long::from(fds[0]),
+            0 as sys::c_long,
+        )
+    };
+    assert!(dup >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+    // SAFETY: `dup` is a descriptor we own from here on.
+    let dup = unsafe { File::from_raw_fd(dup as i32) };
+    let ino = |f: &File| f.metadata().expect("fstat").ino();
+    assert_eq!(ino(&dup), ino(&r), "pidfd_getfd gave the child's pipe");
+    // A process that is not dying has nothing to release.
+    // SAFETY: `process_mrelease(pidfd, 0)` takes no pointers.
+    let released = unsafe {
+        sys::syscall(
+            sys::SYS_process_mrelease,
+            sys::c_long::from(pidfd.as_raw_fd()),
+            0 as sys::c_long,
+        )
+    };
+    assert_eq!(released, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(sys::EINVAL)
+    );
+    // SAFETY: `kill` takes no pointers; `pid` is our child.
+    assert_eq!(unsafe { sys::kill(pid, sys::SIGKILL) }, 0);
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer.
+    assert_eq!(unsafe { sys::waitpid(pid, &mut status, 0) }, pid);
+    assert_eq!(sys::WTERMSIG(status), sys::SIGKILL);
 }

@@ -390,8 +390,13 @@ impl Session {
             s.faults, s.fault_retries, s.pages_faulted, s.pages_mapped, s.pages_unmapped, s.pages_now
         );
         println!(
-            "       invalidations {} (+{} that unmapped nothing), link {} sync {} unlink {} calls",
-            s.invalidations, s.invalidations_ignored, s.link_calls, s.sync_calls, s.unlink_calls
+            "       invalidations {} (+{} that unmapped nothing; {} that could not sleep), link {} sync {} unlink {} calls",
+            s.invalidations,
+            s.invalidations_ignored,
+            s.invalidations_nonblocking,
+            s.link_calls,
+            s.sync_calls,
+            s.unlink_calls
         );
         println!(
             "       IOVA reserved {} KiB, bookkeeping {} KiB, P2P pages: host bridge {}, bus {}, refused {}",
