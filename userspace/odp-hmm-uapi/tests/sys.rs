@@ -249,8 +249,18 @@ fn memory_calls_work() {
     }
 }
 
-#[test]
-fn process_calls_work() {
+/// A forked child waiting on a pipe.
+struct Reader {
+    pid: sys::pid_t,
+    /// The pipe's read end (the child reads its copy).
+    read_end: File,
+    /// The pipe's write end: one byte to it wakes the child.
+    write_end: File,
+}
+
+/// Forks a child that reads one byte from a new pipe, then leaves with
+/// `_exit(then(bytes_read, byte))`. `then` must make async-signal-safe calls only.
+fn fork_reader(then: fn(sys::ssize_t, u8) -> sys::c_int) -> Reader {
     let mut fds = [0i32; 2];
     // SAFETY: `fds` is a valid out-array of two descriptors.
     assert_eq!(unsafe { sys::pipe(fds.as_mut_ptr()) }, 0);
@@ -263,20 +273,33 @@ fn process_calls_work() {
         unsafe {
             sys::close(fds[1]);
             let n = sys::read(fds[0], (&mut byte as *mut u8).cast(), 1);
-            // Only root may drop its groups and identity; others get EPERM.
-            let dropped = sys::setgroups(0, ptr::null()) == 0
-                && sys::setgid(65534) == 0
-                && sys::setuid(65534) == 0;
-            let code = if n == 1 && byte == 42 { 40 } else { 1 };
-            sys::_exit(code + dropped as i32);
+            sys::_exit(then(n, byte));
         }
     }
-    // SAFETY: The read end is ours to close; the write end is ours and handed to `w`, which
-    // closes it on drop.
-    let mut w = unsafe {
-        sys::close(fds[0]);
-        File::from_raw_fd(fds[1])
-    };
+    // SAFETY: Both pipe ends are ours; each `File` closes its end on drop.
+    let (read_end, write_end) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    Reader {
+        pid,
+        read_end,
+        write_end,
+    }
+}
+
+#[test]
+fn process_calls_work() {
+    let child = fork_reader(|n, byte| {
+        // Only root may drop its groups and identity; others get EPERM.
+        // SAFETY: Plain calls without pointers but a null list of no groups.
+        let dropped = unsafe {
+            sys::setgroups(0, ptr::null()) == 0
+                && sys::setgid(65534) == 0
+                && sys::setuid(65534) == 0
+        };
+        let code = if n == 1 && byte == 42 { 40 } else { 1 };
+        code + dropped as i32
+    });
+    let (pid, mut w) = (child.pid, child.write_end);
+    drop(child.read_end);
     w.write_all(&[42]).expect("write to the pipe");
     drop(w);
     let mut status = 0;
@@ -300,24 +323,12 @@ fn process_calls_work() {
 
 #[test]
 fn pidfd_calls_work() {
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` is a valid out-array of two descriptors.
-    assert_eq!(unsafe { sys::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: The child only makes async-signal-safe calls and leaves with `_exit`.
-    let pid = unsafe { sys::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        let mut byte = 0u8;
-        // SAFETY: Plain calls on the child's descriptors; `byte` is a valid 1-byte buffer. The
-        // read blocks until the parent kills the child.
-        unsafe {
-            sys::close(fds[1]);
-            sys::read(fds[0], (&mut byte as *mut u8).cast(), 1);
-            sys::_exit(1);
-        }
-    }
-    // SAFETY: Both pipe ends are ours; each `File` closes its end on drop.
-    let (r, _w) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    // The child's read blocks until the parent kills it.
+    let Reader {
+        pid,
+        read_end: r,
+        write_end: _w,
+    } = fork_reader(|_, _| 1);
     // SAFETY: `pidfd_open(pid, 0)` takes no pointers.
     let pidfd = unsafe {
         sys::syscall(
@@ -339,7 +350,7 @@ fn pidfd_calls_work() {
         sys::syscall(
             sys::SYS_pidfd_getfd,
             sys::c_long::from(pidfd.as_raw_fd()),
-            sys::c_long::from(fds[0]),
+            sys::c_long::from(r.as_raw_fd()),
             0 as sys::c_long,
         )
     };
