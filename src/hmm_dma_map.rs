@@ -197,6 +197,16 @@ pub(crate) fn elapsed_ns(start: Instant<Monotonic>) -> u64 {
     u64::try_from(start.elapsed().as_nanos()).unwrap_or(0)
 }
 
+impl From<LinkClass> for Access {
+    /// The direction and attributes of the calls that map or unmap pages of `class`.
+    fn from(class: LinkClass) -> Self {
+        Self {
+            writable: class.writable,
+            mmio: class.kind == MapKind::P2pHostBridge,
+        }
+    }
+}
+
 /// Bytes of `npages` pages.
 fn bytes(npages: usize) -> usize {
     npages << PAGE_SHIFT
@@ -351,7 +361,7 @@ impl HmmDmaMap {
         let dma_addr = match state.map_kind() {
             None => None,
             Some(MapKind::P2pBus) => p2p.bus_address(state.pfn()),
-            Some(_) => match &mut self.store {
+            Some(kind) => match &mut self.store {
                 // CAST: A page index fits `u64`.
                 Store::Iova { window, .. } => Some(window.base() + bytes(idx) as u64),
                 Store::Map {
@@ -360,11 +370,13 @@ impl HmmDmaMap {
                 // dma-direct without unmap bookkeeping: mapping is stateless, so mapping the page
                 // again yields its address (as `hmm_dma_map_pfn()` does).
                 Store::Map { addrs: None, .. } => {
-                    let access = Access {
+                    let class = LinkClass {
                         writable: state.is_writable(),
-                        mmio: state.map_kind() == Some(MapKind::P2pHostBridge),
+                        kind,
                     };
-                    self.dev.map_phys(phys(state.pfn()), PAGE_SIZE, access).ok()
+                    self.dev
+                        .map_phys(phys(state.pfn()), PAGE_SIZE, class.into())
+                        .ok()
                 }
                 Store::Kernel(map) => map.map_pfn(idx, &mut P2pState::new()).ok(),
                 Store::Unmapped { .. } => None,
@@ -508,10 +520,7 @@ impl HmmDmaMap {
         let mut made = 0;
         let mut result = Ok(());
         for link in &links[..planned] {
-            let access = Access {
-                writable: link.class.writable,
-                mmio: link.class.kind == MapKind::P2pHostBridge,
-            };
+            let access = Access::from(link.class);
             let linked = match &mut sink {
                 Sink::Iova(window) => window.link(
                     phys(link.pfn),
@@ -683,11 +692,7 @@ impl HmmDmaMap {
                 let (first, end) = grouping.expand_to_units(states, first, end);
                 let mut calls = 0;
                 for u in grouping.unlinks(states, first, end) {
-                    let access = Access {
-                        writable: u.class.writable,
-                        mmio: u.class.kind == MapKind::P2pHostBridge,
-                    };
-                    window.unlink(bytes(u.first), bytes(u.npages), access);
+                    window.unlink(bytes(u.first), bytes(u.npages), u.class.into());
                     calls += 1;
                 }
                 (first, end, calls)
@@ -697,11 +702,8 @@ impl HmmDmaMap {
                 let mut calls = 0;
                 for u in grouping.unlinks(states, first, end) {
                     if let Some(addrs) = addrs {
-                        let access = Access {
-                            writable: u.class.writable,
-                            mmio: u.class.kind == MapKind::P2pHostBridge,
-                        };
-                        self.dev.unmap_phys(addrs[u.first], bytes(u.npages), access);
+                        self.dev
+                            .unmap_phys(addrs[u.first], bytes(u.npages), u.class.into());
                         calls += 1;
                     }
                 }

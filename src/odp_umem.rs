@@ -418,7 +418,7 @@ impl OdpUmem {
                 for (slot, idx) in dma.iter_mut().zip(span.first..span.end) {
                     let view = map.page(idx, &mut p2p);
                     match view.dma_addr {
-                        Some(addr) if !write || view.state.is_writable() => *slot = addr,
+                        Some(dma_addr) if !write || view.state.is_writable() => *slot = dma_addr,
                         _ => missing += 1,
                     }
                 }

@@ -17,14 +17,11 @@ use kernel::{
 
 use crate::{
     bindings as odp,
-    kapi::dma::raw_device, //
+    kapi::{
+        dma::raw_device,
+        pci::raw_pci, //
+    },
 };
-
-/// The raw `struct pci_dev` of `dev`.
-fn raw_pci(dev: &pci::Device) -> *mut bindings::pci_dev {
-    // CAST: `pci::Device` is a transparent wrapper around `struct pci_dev`.
-    ptr::from_ref(dev).cast::<bindings::pci_dev>().cast_mut()
-}
 
 /// The pagemap of peer page `pfn` (one per provider BAR), as an opaque key; `None` for any
 /// other page.

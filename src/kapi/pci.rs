@@ -18,7 +18,7 @@ use kernel::{
 use crate::pci_addr::PciAddr;
 
 /// The raw `struct pci_dev` of `dev`.
-fn raw_pci(dev: &pci::Device) -> *mut bindings::pci_dev {
+pub(crate) fn raw_pci(dev: &pci::Device) -> *mut bindings::pci_dev {
     // CAST: `pci::Device` is a `#[repr(transparent)]` wrapper around `Opaque<struct pci_dev>`,
     // which is `#[repr(transparent)]` around the C struct.
     ptr::from_ref(dev).cast::<bindings::pci_dev>().cast_mut()
