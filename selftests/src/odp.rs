@@ -950,11 +950,7 @@ fn invalidate_fork_cow() -> TestResult {
     let (mut m, dev, reg) = setup16()?;
     let original = m.bytes().to_vec();
     let before = dev.stats(reg.handle)?;
-    let mut pipe = [0i32; 2];
-    // SAFETY: `pipe` is a valid out-array of two descriptors.
-    if unsafe { sys::pipe(pipe.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
+    let (mut rx, tx) = pipe()?;
     // SAFETY: Single-threaded; the child only touches its copy of `m` and exits.
     let pid = unsafe { sys::fork() };
     if pid < 0 {
@@ -964,19 +960,16 @@ fn invalidate_fork_cow() -> TestResult {
         // The child writes page 3 (copy-on-write in the child), then keeps sharing the other
         // pages until the parent is done.
         m.fill_page(3, 0xcc);
-        let mut byte = 0u8;
-        // SAFETY: Plain syscalls on the child's descriptors.
-        unsafe {
-            sys::close(pipe[1]);
-            sys::read(pipe[0], (&mut byte as *mut u8).cast(), 1);
-            sys::_exit(0);
-        }
+        drop(tx);
+        // Returns at end of file, when the parent closes its write end.
+        let _ = rx.read(&mut [0u8]);
+        // SAFETY: Leaves the child at once.
+        unsafe { sys::_exit(0) };
     }
-    // SAFETY: The parent's copy of the read end.
-    unsafe { sys::close(pipe[0]) };
+    drop(rx);
     let release_child = || {
-        // SAFETY: Closing our write end lets the child's read return.
-        unsafe { sys::close(pipe[1]) };
+        // Closing our write end lets the child's read return.
+        drop(tx);
         wait_child(pid)
     };
     let result = (|| -> TestResult {
@@ -1225,13 +1218,7 @@ fn registered_child(mut report: std::fs::File) -> i32 {
 /// Returns the registration's counters afterwards when the reaper's non-blocking invalidation
 /// ran, `None` when the child's own exit came first.
 fn kill_and_reap() -> Result<Option<odp_hmm_stats>, Outcome> {
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` is a valid out-array of two descriptors.
-    if unsafe { sys::pipe(fds.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    // SAFETY: Both ends are ours; each `File` closes its end on drop.
-    let (mut rx, tx) = unsafe { (fs::File::from_raw_fd(fds[0]), fs::File::from_raw_fd(fds[1])) };
+    let (mut rx, tx) = pipe()?;
     // SAFETY: Single-threaded; the child only runs `registered_child` and leaves with `_exit`.
     let pid = unsafe { sys::fork() };
     if pid < 0 {

@@ -10,6 +10,7 @@ use std::{
         self,
         Write, //
     },
+    os::fd::FromRawFd,
     process::Command,
     ptr,
 };
@@ -20,12 +21,6 @@ use crate::ktap::{
     Outcome,
     TestResult, //
 };
-
-/// The page size.
-pub fn page_size() -> usize {
-    // SAFETY: `sysconf` has no memory-safety preconditions.
-    unsafe { sys::sysconf(sys::_SC_PAGESIZE) as usize }
-}
 
 /// 2 MiB: a PMD-sized THP.
 pub const HUGE: usize = 2 << 20;
@@ -275,6 +270,17 @@ pub fn sh(cmd: &str) -> (i32, String) {
         }
         Err(e) => (-1, e.to_string()),
     }
+}
+
+/// A new pipe: its read end and its write end, each closed on drop.
+pub fn pipe() -> io::Result<(fs::File, fs::File)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a valid out-array of two descriptors.
+    if unsafe { sys::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: Both descriptors are new and ours alone.
+    Ok(unsafe { (fs::File::from_raw_fd(fds[0]), fs::File::from_raw_fd(fds[1])) })
 }
 
 /// Runs `child` in a forked process and returns its exit code (`child` returns it).
