@@ -35,16 +35,6 @@ struct Config {
     out: String,
 }
 
-fn parse_size(s: &str) -> Option<usize> {
-    let (n, shift) = match s.as_bytes().last()? {
-        b'M' | b'm' => (&s[..s.len() - 1], 20),
-        b'G' | b'g' => (&s[..s.len() - 1], 30),
-        b'K' | b'k' => (&s[..s.len() - 1], 10),
-        _ => (s, 0),
-    };
-    n.parse::<usize>().ok().map(|v| v << shift)
-}
-
 fn usage() -> ! {
     eprintln!(
         "usage: odp_hmm_bench [--sizes 2M,8M,...] [--reps N] [--modes strict,lazy,passthrough]\n\
@@ -75,7 +65,7 @@ fn parse_args() -> Config {
             "--sizes" => {
                 c.sizes = list(v())
                     .iter()
-                    .map(|s| parse_size(s).unwrap_or_else(|| usage()))
+                    .map(|s| parse_size(s).unwrap_or_else(|_| usage()))
                     .collect()
             }
             "--reps" => c.reps = v().parse().unwrap_or_else(|_| usage()),
@@ -92,11 +82,6 @@ fn parse_args() -> Config {
         }
     }
     c
-}
-
-fn page_size() -> usize {
-    // SAFETY: `sysconf` has no memory-safety preconditions.
-    unsafe { sys::sysconf(sys::_SC_PAGESIZE) as usize }
 }
 
 /// The sysfs directory of the DMA device.

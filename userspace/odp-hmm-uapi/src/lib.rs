@@ -25,6 +25,32 @@ pub mod sys;
 
 pub use abi::*;
 
+/// The page size.
+pub fn page_size() -> usize {
+    // SAFETY: `sysconf` has no memory-safety preconditions.
+    unsafe { sys::sysconf(sys::_SC_PAGESIZE) as usize }
+}
+
+/// Parses a size or offset as the command-line tools take it: `4096`, `16K`, `8M`, `1G`, or
+/// `0x1000`. The error says what is wrong with `s`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let (num, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let value = match num.strip_prefix("0x") {
+        Some(hex) => usize::from_str_radix(hex, 16),
+        None => num.parse(),
+    }
+    .map_err(|_| format!("not a size: {s}"))?;
+    value
+        .checked_shl(shift)
+        .filter(|v| v >> shift == value)
+        .ok_or_else(|| format!("size too large: {s}"))
+}
+
 /// An open `/dev/odp_hmm`.
 #[derive(Debug)]
 pub struct Device {
@@ -221,5 +247,33 @@ impl Device {
             length: len,
             ..Default::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("16K"), Ok(16 << 10));
+        assert_eq!(parse_size("8m"), Ok(8 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("0x1000"), Ok(0x1000));
+        assert_eq!(parse_size("0x10K"), Ok(16 << 10));
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        for bad in ["", "K", "12Q", "-1", "0x", "1.5M"] {
+            assert_eq!(
+                parse_size(bad),
+                Err(format!("not a size: {bad}")),
+                "{bad:?}"
+            );
+        }
+        let huge = format!("{}G", usize::MAX >> 29);
+        assert_eq!(parse_size(&huge), Err(format!("size too large: {huge}")));
     }
 }

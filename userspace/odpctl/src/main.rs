@@ -48,28 +48,9 @@ impl From<io::Error> for CmdError {
 
 type Result<T = ()> = std::result::Result<T, CmdError>;
 
-fn page_size() -> usize {
-    // SAFETY: `sysconf` has no memory-safety preconditions.
-    unsafe { sys::sysconf(sys::_SC_PAGESIZE) as usize }
-}
-
-/// Parses `4096`, `16K`, `8M`, `1G`, or `0x1000`.
+/// [`odp_hmm_uapi::parse_size`], with its error as a command error.
 fn parse_size(s: &str) -> Result<usize> {
-    let (num, shift) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    let value = match num.strip_prefix("0x") {
-        Some(hex) => usize::from_str_radix(hex, 16),
-        None => num.parse(),
-    }
-    .map_err(|_| CmdError(format!("not a size: {s}")))?;
-    value
-        .checked_shl(shift)
-        .filter(|v| v >> shift == value)
-        .ok_or_else(|| CmdError(format!("size too large: {s}")))
+    odp_hmm_uapi::parse_size(s).map_err(CmdError)
 }
 
 /// The buffer odpctl maps.
