@@ -14,7 +14,7 @@
 . "$(dirname "$0")/lib.sh"
 
 # Bump when the way a kernel is configured or built below changes.
-RECIPE_VERSION=1
+RECIPE_VERSION=2
 
 SRC_TARBALL_DIR=$ODP_CACHE/src/$LINUX_SOURCE_PACKAGE-$LINUX_SOURCE_VERSION
 
@@ -74,7 +74,8 @@ cache_key() {
 			cat "$f"
 		done
 		"$KRUSTC" --version
-		gcc --version | head -n1
+		echo "llvm $KLLVM"
+		"${KLLVM}clang" --version 2>/dev/null | head -n1 || echo "clang missing"
 		"$BINDGEN" --version 2>/dev/null || echo "bindgen missing"
 	} | sha256sum | cut -c1-16
 }
@@ -84,8 +85,10 @@ kernel_dir() {
 	echo "$ODP_CACHE/kernels/$profile-$(cache_key "$profile")/linux"
 }
 
+# Built with LLVM (clang, lld, llvm-ar, ...): a Rust-enabled kernel can have KASAN only when its C
+# is compiled by clang.
 kmake() {
-	make -s -C "$1" RUSTC="$KRUSTC" HOSTRUSTC="$KRUSTC" BINDGEN="$BINDGEN" "${@:2}"
+	make -s -C "$1" LLVM="$KLLVM" RUSTC="$KRUSTC" HOSTRUSTC="$KRUSTC" BINDGEN="$BINDGEN" "${@:2}"
 }
 
 # Every option a fragment asks for must survive olddefconfig: a missing dependency (for example
@@ -115,6 +118,7 @@ cmd_build() {
 	[ -n "$(tarball)" ] || cmd_fetch
 	"$KRUSTC" --version >/dev/null 2>&1 || die "$KRUSTC missing: run scripts/setup.sh"
 	[ -x "$BINDGEN" ] || die "bindgen missing: run scripts/setup.sh"
+	[ -x "${KLLVM}clang" ] || die "${KLLVM}clang missing: run scripts/setup.sh"
 	read -r -a frags <<<"$(profile_fragments "$profile")"
 	log "building the $profile kernel in $dir (cold build: about 20 min on 2 cores)"
 	start=$(date +%s)

@@ -17,6 +17,8 @@ ODP_VENV=$ODP_CACHE/venv
 export KRUSTC=/usr/bin/rustc
 export KRUSTFMT=${KRUSTFMT:-rustfmt}
 export LIBCLANG_PATH=/usr/lib/llvm-$LLVM_MAJOR/lib
+# The kernel and the module's C shim are built with this LLVM (`make LLVM=<prefix>/`).
+export KLLVM=/usr/lib/llvm-$LLVM_MAJOR/bin/
 export BINDGEN=$ODP_TOOLS/bin/bindgen
 export PATH=$ODP_VENV/bin:$ODP_TOOLS/bin:$PATH
 

@@ -16,7 +16,9 @@ SUDO=
 APT_PACKAGES=(
 	# Rust toolchain for the kernel: rustc 1.96 with its `core` sources.
 	rustc-web rust-web-src rust-web-clippy
-	# bindgen's libclang (the default libclang 14 is too old for the kernel).
+	# The kernel's compiler and linker (LLVM=1: KASAN with Rust needs a clang-built kernel) and
+	# bindgen's libclang, all of one LLVM release (the default libclang 14 is too old).
+	"clang-$LLVM_MAJOR" "lld-$LLVM_MAJOR" "llvm-$LLVM_MAJOR"
 	"libclang-$LLVM_MAJOR-dev" "libclang1-$LLVM_MAJOR"
 	# Kernel build dependencies.
 	build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils rsync

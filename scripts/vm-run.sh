@@ -97,6 +97,11 @@ p2p-rc | p2p-rc-intel | p2p-switch)
 *) die "unknown topology '$topology'" ;;
 esac
 
+# One VM at a time on this machine (2 cores under TCG): concurrent runs wait for each other.
+mkdir -p "$ODP_CACHE"
+exec 9>"$ODP_CACHE/vm.lock"
+flock 9
+
 results=$(mktemp -d /tmp/odp-vm.XXXXXX)
 cleanup() {
 	rm -rf "$results"
