@@ -46,22 +46,25 @@ use crate::{
             KernelHmmDmaMap,
             P2pState, //
         },
+        kvmem::StateArray,
         mm::set_pfn_dirty,
         p2pdma::any_p2p,
+        sched::cond_resched,
     },
     link_plan::{
-        must_remap,
         Candidate,
         Grouping,
         Link,
-        LinkClass, //
+        LinkClass,
+        MapOps,
+        Unlink,
+        RELAX_PAGES, //
     },
     p2p::{
         P2pCache,
         P2pClass, //
     },
     pfn_flags::{
-        self,
         HmmPfn,
         MapKind, //
     },
@@ -154,26 +157,26 @@ enum Sink<'a> {
     /// Into the IOVA window.
     Iova(&'a mut IovaWindow),
     /// Through `dma_map_phys()`, with the addresses kept if the device needs them to unmap.
-    Map(Option<&'a mut KVVec<u64>>),
+    Map(Option<&'a mut StateArray<u64>>),
 }
 
 /// How the pages are mapped.
 enum Store {
     /// This manager's state words, pages linked into an IOVA window.
     Iova {
-        states: KVVec<HmmPfn>,
+        states: StateArray<HmmPfn>,
         window: IovaWindow,
     },
     /// This manager's state words, pages mapped with `dma_map_phys()`; the address of each
     /// mapped page when the device needs it to unmap.
     Map {
-        states: KVVec<HmmPfn>,
-        addrs: Option<KVVec<u64>>,
+        states: StateArray<HmmPfn>,
+        addrs: Option<StateArray<u64>>,
     },
     /// The kernel's `struct hmm_dma_map`.
     Kernel(KernelHmmDmaMap),
     /// Nothing is mapped; the state words only record what was faulted.
-    Unmapped { states: KVVec<HmmPfn> },
+    Unmapped { states: StateArray<HmmPfn> },
 }
 
 /// The DMA mapping state of one registration.
@@ -182,6 +185,11 @@ enum Store {
 ///
 /// - A page whose state word has `DMA_MAPPED` is reachable by the device at [`Self::page`]'s
 ///   address, and no page without it is (except inside [`Self::commit`] and [`Self::unmap`]).
+/// - The page frame of a word with `DMA_MAPPED` is a page `hmm_range_fault()` reported for that
+///   address under a sequence number that was still current when it was mapped; the mm cannot
+///   unmap or free it without invalidating the registration first, and the invalidation unmaps
+///   it (under the update lock every method runs under). So it stays mapped in the registered
+///   address space as long as its word says `DMA_MAPPED`.
 /// - Mapped pages form whole units, as recorded in their order fields (see `link_plan`).
 pub(crate) struct HmmDmaMap {
     dev: DmaDev,
@@ -190,6 +198,111 @@ pub(crate) struct HmmDmaMap {
     store: Store,
     npages: usize,
     counters: MapCounters,
+}
+
+/// The Rust manager's calls into the DMA API, counted and timed.
+struct DmaOps<'a> {
+    dev: &'a DmaDev,
+    sink: Sink<'a>,
+    counters: &'a mut MapCounters,
+    /// Whether a long unmap may reschedule (not in a non-blocking invalidation).
+    may_sleep: bool,
+}
+
+impl MapOps for DmaOps<'_> {
+    type Error = Error;
+
+    fn link(&mut self, links: &[Link]) -> (usize, Result) {
+        // The calls are timed as one: a clock read per call would cost as much as a
+        // `dma_map_phys()` in passthrough mode, where every page is its own call.
+        let start = Instant::<Monotonic>::now();
+        let mut made = 0;
+        let mut result = Ok(());
+        for link in links {
+            let access = Access::from(link.class);
+            let linked = match &mut self.sink {
+                // SAFETY: The link is a unit of pages that `hmm_range_fault()` reported and that
+                // is not mapped yet (`link_plan` plans only unmapped pages, inside the
+                // registration, so inside the window); the pages stay mapped in the mm until an
+                // invalidation, which unlinks them first (the type invariants).
+                Sink::Iova(window) => unsafe {
+                    window.link(
+                        phys(link.pfn),
+                        bytes(link.first),
+                        bytes(link.npages),
+                        access,
+                    )
+                },
+                // SAFETY: As above; the mapping is unmapped with exactly its address and size
+                // (`link_plan` never merges `dma_map_phys()` units).
+                Sink::Map(addrs) => unsafe {
+                    self.dev
+                        .map_phys(phys(link.pfn), bytes(link.npages), access)
+                }
+                .map(|addr| {
+                    if let Some(addrs) = addrs {
+                        let unit = &mut addrs[link.first..link.first + link.npages];
+                        for (slot, k) in unit.iter_mut().zip(0..) {
+                            *slot = addr + k * PAGE_SIZE as u64;
+                        }
+                    }
+                }),
+            };
+            if let Err(err) = linked {
+                result = Err(err);
+                break;
+            }
+            made += 1;
+        }
+        self.counters.link_ns += elapsed_ns(start);
+        // CAST: A call count fits `u64`.
+        self.counters.link_calls += made as u64 + u64::from(result.is_err());
+        (made, result)
+    }
+
+    fn sync(&mut self, first: usize, end: usize) -> Result {
+        let Sink::Iova(window) = &mut self.sink else {
+            return Ok(());
+        };
+        self.counters.sync_calls += 1;
+        let start = Instant::<Monotonic>::now();
+        let synced = window.sync(bytes(first), bytes(end - first));
+        self.counters.sync_ns += elapsed_ns(start);
+        synced
+    }
+
+    fn unlink(&mut self, unlink: &Unlink) {
+        let access = Access::from(unlink.class);
+        match &mut self.sink {
+            Sink::Iova(window) => {
+                // SAFETY: `link_plan` unlinks whole linked units of one class, all mapped.
+                unsafe { window.unlink(bytes(unlink.first), bytes(unlink.npages), access) };
+            }
+            Sink::Map(Some(addrs)) => {
+                // SAFETY: Without coalescing, an unlink is exactly one unit: the address and
+                // size of one `map_phys` call, with its access.
+                unsafe {
+                    self.dev
+                        .unmap_phys(addrs[unlink.first], bytes(unlink.npages), access)
+                };
+            }
+            // dma-direct without unmap bookkeeping: nothing to undo.
+            Sink::Map(None) => return,
+        }
+        self.counters.unlink_calls += 1;
+    }
+
+    fn dirty(&mut self, pfn: u64) {
+        // SAFETY: `link_plan` marks only pages whose words say `DMA_MAPPED`, before it clears
+        // them: they are still mapped in the mm (the type invariants of `HmmDmaMap`).
+        unsafe { set_pfn_dirty(pfn) };
+    }
+
+    fn relax(&mut self) {
+        if self.may_sleep {
+            cond_resched();
+        }
+    }
 }
 
 /// Nanoseconds since `start`.
@@ -217,13 +330,6 @@ fn phys(pfn: u64) -> u64 {
     pfn << PAGE_SHIFT
 }
 
-/// A zeroed array of `n` elements, allocated for a registration.
-fn zeroed_array<T: Copy + Default>(n: usize) -> Result<KVVec<T>> {
-    let mut v = KVVec::with_capacity(n, GFP_KERNEL)?;
-    v.extend_with(n, T::default(), GFP_KERNEL)?;
-    Ok(v)
-}
-
 impl HmmDmaMap {
     /// Sets up the mapping of `npages` pages starting at virtual page `first_vpn`, for `dev`.
     ///
@@ -248,16 +354,16 @@ impl HmmDmaMap {
         let store = match backend {
             Backend::Kernel => Store::Kernel(KernelHmmDmaMap::new(dev, npages)?),
             Backend::None => Store::Unmapped {
-                states: zeroed_array(npages)?,
+                states: StateArray::zeroed(npages)?,
             },
             Backend::Rust | Backend::Legacy => {
-                let states = zeroed_array(npages)?;
+                let states = StateArray::zeroed(npages)?;
                 match window {
                     Some(window) => Store::Iova { states, window },
                     None => Store::Map {
                         states,
                         addrs: if dev.need_unmap() {
-                            Some(zeroed_array(npages)?)
+                            Some(StateArray::zeroed(npages)?)
                         } else {
                             None
                         },
@@ -374,11 +480,14 @@ impl HmmDmaMap {
                         writable: state.is_writable(),
                         kind,
                     };
-                    self.dev
-                        .map_phys(phys(state.pfn()), PAGE_SIZE, class.into())
-                        .ok()
+                    // SAFETY: The page is mapped for the device, so it stays mapped in the mm
+                    // until it is unmapped here (the type invariants); dma-direct keeps no state
+                    // (`need_unmap()` is false), so this mapping needs no unmap of its own.
+                    unsafe { self.dev.map_phys(phys(state.pfn()), PAGE_SIZE, class.into()) }.ok()
                 }
-                Store::Kernel(map) => map.map_pfn(idx, &mut P2pState::new()).ok(),
+                // SAFETY: The word is mapped, so it holds a live page (the type invariants); the
+                // helper returns the address of a page it mapped already.
+                Store::Kernel(map) => unsafe { map.map_pfn(idx, &mut P2pState::new()) }.ok(),
                 Store::Unmapped { .. } => None,
             },
         };
@@ -388,8 +497,9 @@ impl HmmDmaMap {
     /// Commits what `hmm_range_fault()` reported for pages `first..first + faulted.len()`: maps
     /// every valid page that is not mapped yet, writable if `want_write`.
     ///
-    /// `links` is scratch space of at least `faulted.len()` entries, allocated by the caller
-    /// outside the update lock.
+    /// The caller holds the update lock and checked `mmu_interval_read_retry()` under it: the
+    /// words describe pages that are mapped in the mm now. `links` is scratch space of at least
+    /// `faulted.len()` entries, allocated by the caller outside the update lock.
     ///
     /// # Errors
     ///
@@ -407,17 +517,6 @@ impl HmmDmaMap {
             return Err(EINVAL);
         }
         let mut done = Committed::default();
-        // Mappings that no longer fit are dropped first: a read-only page to be written, or (never
-        // expected) a different page under the same address. Rare: look before acting.
-        let stale =
-            |(old, &new): (&HmmPfn, &u64)| must_remap(*old, HmmPfn::from_raw(new), want_write);
-        if self.states()[first..end].iter().zip(faulted).any(stale) {
-            for (i, &word) in faulted.iter().enumerate() {
-                if must_remap(self.state(first + i), HmmPfn::from_raw(word), want_write) {
-                    self.unmap(first + i, first + i + 1);
-                }
-            }
-        }
         // Peer pages are classified once per provider and batch, and only batches that hold
         // some are classified at all.
         let dev = self.dev.clone();
@@ -438,6 +537,29 @@ impl HmmDmaMap {
         Ok(done)
     }
 
+    /// The state words and the DMA calls of the Rust manager and the legacy design.
+    fn own_parts(&mut self, may_sleep: bool) -> Option<(&mut [HmmPfn], DmaOps<'_>, Grouping)> {
+        let Self {
+            dev,
+            grouping,
+            store,
+            counters,
+            ..
+        } = self;
+        let (states, sink) = match store {
+            Store::Iova { states, window } => (&mut states[..], Sink::Iova(window)),
+            Store::Map { states, addrs } => (&mut states[..], Sink::Map(addrs.as_mut())),
+            Store::Kernel(_) | Store::Unmapped { .. } => return None,
+        };
+        let ops = DmaOps {
+            dev,
+            sink,
+            counters,
+            may_sleep,
+        };
+        Some((states, ops, *grouping))
+    }
+
     /// [`Self::commit`] for the Rust manager and the legacy design.
     fn commit_own(
         &mut self,
@@ -448,19 +570,17 @@ impl HmmDmaMap {
         mut p2p: Option<&mut P2pCache<'_>>,
         done: &mut Committed,
     ) -> Result {
-        let Self {
-            dev,
-            grouping,
-            store,
-            counters,
-            ..
-        } = self;
-        let (states, mut sink) = match store {
-            Store::Iova { states, window } => (&mut states[..], Sink::Iova(window)),
-            Store::Map { states, addrs } => (&mut states[..], Sink::Map(addrs.as_mut())),
-            Store::Kernel(_) | Store::Unmapped { .. } => return Err(EINVAL),
+        let Some((states, mut ops, grouping)) = self.own_parts(true) else {
+            return Err(EINVAL);
         };
         let n = faulted.len();
+
+        // Mappings that no longer fit are dropped first: a read-only page to be written, or
+        // (never expected) a different page under the same address. Whole units go; the batch
+        // maps their pages again.
+        let dropped = grouping.drop_stale(states, first, faulted, want_write, &mut ops);
+        // CAST: A page count fits `u64`.
+        ops.counters.pages_unmapped += dropped as u64;
 
         // Peer pages reached by bus address need no link, unreachable ones are refused: settled
         // first, in the rare batches that hold peer pages.
@@ -474,12 +594,12 @@ impl HmmDmaMap {
                     P2pClass::BusAddr => {
                         let writable = want_write && new.is_writable();
                         *old = HmmPfn::new_valid(new.pfn(), writable, 0).mapped(MapKind::P2pBus, 0);
-                        counters.p2p_bus_pages += 1;
-                        counters.pages_mapped += 1;
+                        ops.counters.p2p_bus_pages += 1;
+                        ops.counters.pages_mapped += 1;
                         done.mapped += 1;
                     }
                     P2pClass::NotSupported => {
-                        counters.p2p_refused_pages += 1;
+                        ops.counters.p2p_refused_pages += 1;
                         done.refused += 1;
                     }
                     P2pClass::Memory | P2pClass::HostBridge => {}
@@ -487,11 +607,9 @@ impl HmmDmaMap {
             }
         }
 
-        // Plan the links, reading the state words...
-        let old = &states[first..first + n];
         let candidate = |i: usize| -> Option<Candidate> {
             let new = HmmPfn::from_raw(faulted[i]);
-            if !new.is_valid() || new.is_error() || old[i].is_dma_mapped() {
+            if !new.is_valid() || new.is_error() {
                 return None;
             }
             let kind = match p2p.as_mut().map(|p| p.classify(new.pfn())) {
@@ -508,77 +626,16 @@ impl HmmDmaMap {
                 },
             })
         };
-        let mut planned = 0;
-        for (slot, link) in links.iter_mut().zip(grouping.links(first, n, candidate)) {
-            *slot = link;
-            planned += 1;
-        }
-
-        // ... then make the calls, timed as one: a clock read per call would cost as much as a
-        // `dma_map_phys()` in passthrough mode, where every page is its own call ...
-        let start = Instant::<Monotonic>::now();
-        let mut made = 0;
-        let mut result = Ok(());
-        for link in &links[..planned] {
-            let access = Access::from(link.class);
-            let linked = match &mut sink {
-                Sink::Iova(window) => window.link(
-                    phys(link.pfn),
-                    bytes(link.first),
-                    bytes(link.npages),
-                    access,
-                ),
-                Sink::Map(addrs) => dev
-                    .map_phys(phys(link.pfn), bytes(link.npages), access)
-                    .map(|addr| {
-                        if let Some(addrs) = addrs {
-                            let unit = &mut addrs[link.first..link.first + link.npages];
-                            for (slot, k) in unit.iter_mut().zip(0..) {
-                                *slot = addr + k * PAGE_SIZE as u64;
-                            }
-                        }
-                    }),
-            };
-            if let Err(err) = linked {
-                result = Err(err);
-                break;
-            }
-            made += 1;
-        }
-        counters.link_ns += elapsed_ns(start);
-        // CAST: A call count fits `u64`.
-        counters.link_calls += made as u64 + u64::from(result.is_err());
-
-        // ... and record what they mapped in the state words.
-        let mut linked_span: Option<(usize, usize)> = None;
-        for link in &links[..made] {
-            let (lo, hi) = linked_span.unwrap_or((link.first, link.first));
-            linked_span = Some((lo.min(link.first), hi.max(link.first + link.npages)));
-            let unit = &mut states[link.first..link.first + link.npages];
-            for (slot, pfn) in unit.iter_mut().zip(link.pfn..) {
-                *slot = HmmPfn::new_valid(pfn, link.class.writable, 0)
-                    .mapped(link.class.kind, link.unit_order);
-            }
-            // CAST: A unit's page count fits `u64`.
-            let pages = link.npages as u64;
-            counters.pages_mapped += pages;
-            if link.class.kind == MapKind::P2pHostBridge {
-                counters.p2p_host_bridge_pages += pages;
-            }
-            done.mapped += link.npages;
-        }
-
-        // One IOTLB sync covers every link of the batch.
-        if let (Some((lo, hi)), Sink::Iova(window)) = (linked_span, &mut sink) {
-            counters.sync_calls += 1;
-            let start = Instant::<Monotonic>::now();
-            let synced = window.sync(bytes(lo), bytes(hi - lo));
-            counters.sync_ns += elapsed_ns(start);
-            if let Err(err) = synced {
-                // The links may not be visible: take them all back.
-                self.unmap(lo, hi);
-                return Err(err);
-            }
+        let (mapped, result) = grouping.map_batch(states, first, n, candidate, links, &mut ops);
+        // CAST: Page counts fit `u64`.
+        ops.counters.pages_mapped += mapped.pages as u64;
+        ops.counters.p2p_host_bridge_pages += mapped.host_bridge_pages as u64;
+        ops.counters.pages_unmapped += mapped.rolled_back as u64;
+        done.mapped += mapped.pages - mapped.rolled_back.min(mapped.pages);
+        let flush = matches!(ops.sink, Sink::Map(_)) && dropped + mapped.rolled_back > 0;
+        drop(ops);
+        if flush {
+            self.dev.flush_lazy();
         }
         result
     }
@@ -605,17 +662,18 @@ impl HmmDmaMap {
             if !new.is_valid() || new.is_error() {
                 continue;
             }
-            // Keep the sticky DMA bits, take the rest from HMM. The device may write only what a
-            // write fault mapped (the kernel helper maps everything bidirectional).
+            // Take the word from HMM (the sticky DMA bits stay). The device may write only what
+            // a write fault mapped (the kernel helper maps everything bidirectional).
             let writable = (was_mapped && old.is_writable()) || want_write;
-            let sticky = old.raw() & pfn_flags::INOUT_FLAGS;
-            map.pfns_mut()[idx] = HmmPfn::from_raw((word & !pfn_flags::INOUT_FLAGS) | sticky)
-                .with_write(writable && new.is_writable());
+            map.set_word(idx, new.with_write(writable && new.is_writable()));
             if was_mapped {
                 continue;
             }
-            if let Err(err) = map.map_pfn(idx, &mut state) {
-                map.pfns_mut()[idx] = HmmPfn::EMPTY;
+            // SAFETY: The word now holds the page `hmm_range_fault()` reported, and the caller
+            // checked under the update lock that the range did not change since: it stays mapped
+            // until an invalidation, which unmaps it first (the type invariants).
+            if let Err(err) = unsafe { map.map_pfn(idx, &mut state) } {
+                map.set_word(idx, HmmPfn::EMPTY);
                 // The kernel helper refuses a peer page it cannot reach with a bare mapping
                 // error: report it as such, not as an I/O error.
                 let class = p2p
@@ -659,55 +717,55 @@ impl HmmDmaMap {
         }
     }
 
-    /// Makes pages `first..end` unreachable by the device, and forgets them. Units that straddle
-    /// an edge are unmapped whole. Pages the device may have written are marked dirty. Returns
-    /// the number of pages unmapped.
-    pub(crate) fn unmap(&mut self, first: usize, end: usize) -> usize {
+    /// Makes pages `first..end` unreachable by the device, and forgets them: when this returns
+    /// the device can reach none of them, whatever the IOMMU mode. Units that straddle an edge
+    /// are unmapped whole. Pages the device may have written are marked dirty. `may_sleep` says
+    /// whether a long walk may reschedule. Returns the number of pages unmapped.
+    pub(crate) fn unmap(&mut self, first: usize, end: usize, may_sleep: bool) -> usize {
         let end = end.min(self.npages);
         if first >= end {
             return 0;
         }
-        if let Store::Kernel(map) = &mut self.store {
-            let mut n = 0;
-            for idx in first..end {
-                let word = map.pfns()[idx];
-                if map.unmap_pfn(idx) {
-                    n += 1;
-                    self.counters.unlink_calls +=
-                        u64::from(word.map_kind() != Some(MapKind::P2pBus));
-                    if word.is_writable() && word.map_kind() == Some(MapKind::Memory) {
-                        set_pfn_dirty(word.pfn());
-                    }
-                }
-                map.pfns_mut()[idx] = HmmPfn::EMPTY;
-            }
+        if let Some((states, mut ops, grouping)) = self.own_parts(may_sleep) {
+            let unlinks_before = ops.counters.unlink_calls;
+            let n = grouping.unmap(states, first, end, &mut ops);
             // CAST: A page count fits `u64`.
-            self.counters.pages_unmapped += n as u64;
+            ops.counters.pages_unmapped += n as u64;
+            // `dma_unmap_phys()` on a lazy domain leaves the IOTLB flush to a timer.
+            let flush =
+                matches!(ops.sink, Sink::Map(_)) && ops.counters.unlink_calls != unlinks_before;
+            drop(ops);
+            if flush {
+                self.dev.flush_lazy();
+            }
             return n;
         }
-
-        let grouping = self.grouping;
-        let (first, end, calls) = match &mut self.store {
-            Store::Iova { states, window } => {
-                let (first, end) = grouping.expand_to_units(states, first, end);
-                let mut calls = 0;
-                for u in grouping.unlinks(states, first, end) {
-                    window.unlink(bytes(u.first), bytes(u.npages), u.class.into());
-                    calls += 1;
-                }
-                (first, end, calls)
-            }
-            Store::Map { states, addrs } => {
-                let (first, end) = grouping.expand_to_units(states, first, end);
-                let mut calls = 0;
-                for u in grouping.unlinks(states, first, end) {
-                    if let Some(addrs) = addrs {
-                        self.dev
-                            .unmap_phys(addrs[u.first], bytes(u.npages), u.class.into());
-                        calls += 1;
+        let n = match &mut self.store {
+            Store::Kernel(map) => {
+                let mut n = 0;
+                for idx in first..end {
+                    let word = map.pfns()[idx];
+                    if map.unmap_pfn(idx) {
+                        n += 1;
+                        self.counters.unlink_calls +=
+                            u64::from(word.map_kind() != Some(MapKind::P2pBus));
+                        if word.is_writable() && word.map_kind() == Some(MapKind::Memory) {
+                            // SAFETY: The word was mapped until now: its page is still mapped in
+                            // the mm (the type invariants).
+                            unsafe { set_pfn_dirty(word.pfn()) };
+                        }
+                    }
+                    map.set_word(idx, HmmPfn::EMPTY);
+                    if may_sleep && idx % RELAX_PAGES == RELAX_PAGES - 1 {
+                        cond_resched();
                     }
                 }
-                (first, end, calls)
+                // Without an IOVA window the helper unmaps with `dma_unmap_phys()`, which a
+                // lazy domain does not flush.
+                if n > 0 && !map.uses_iova() {
+                    self.dev.flush_lazy();
+                }
+                n
             }
             Store::Unmapped { states } => {
                 for s in &mut states[first..end] {
@@ -715,23 +773,8 @@ impl HmmDmaMap {
                 }
                 return 0;
             }
-            Store::Kernel(_) => return 0,
+            Store::Iova { .. } | Store::Map { .. } => 0,
         };
-        self.counters.unlink_calls += calls;
-
-        // The device can no longer reach the pages: mark what it may have written, and forget.
-        let mut n = 0;
-        if let Store::Iova { states, .. } | Store::Map { states, .. } = &mut self.store {
-            for state in &mut states[first..end] {
-                if state.is_dma_mapped() {
-                    if state.is_writable() && state.map_kind() == Some(MapKind::Memory) {
-                        set_pfn_dirty(state.pfn());
-                    }
-                    n += 1;
-                }
-                *state = HmmPfn::EMPTY;
-            }
-        }
         // CAST: A page count fits `u64`.
         self.counters.pages_unmapped += n as u64;
         n
@@ -739,7 +782,7 @@ impl HmmDmaMap {
 
     /// Unmaps every page (before the registration goes, or the device does).
     pub(crate) fn unmap_all(&mut self) -> usize {
-        self.unmap(0, self.npages)
+        self.unmap(0, self.npages, true)
     }
 }
 

@@ -1,38 +1,54 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Planning DMA link and unlink calls over per-page state words.
+//! Planning DMA link and unlink calls over per-page state words, and carrying them out.
 //!
 //! The upstream helper (`hmm_dma_map_pfn()`) links one page and syncs the IOTLB per call. The
 //! manager instead links what it can in one call and syncs once per fault batch. This module
-//! decides *what* goes into each call; [`crate::hmm_dma_map`] makes the calls.
+//! decides *what* goes into each call and keeps the state words in step with the calls; the
+//! calls themselves are made through [`MapOps`] (the DMA API in [`crate::hmm_dma_map`], a model
+//! IOMMU in the host tests).
 //!
-//! The rules, and why:
+//! # The unit rule
 //!
-//! - A *unit* is what one link call mapped and what must be unmapped together. Each page records
-//!   the order of its unit in the map-order field of its state word.
+//! The IOMMU API cannot subdivide a mapping that one map call created; it may remove several
+//! whole ones at once (`iommu_unmap()`'s kernel-doc). How big a mapping becomes depends on the
+//! IOMMU: Intel VT-d has 4 KiB, 2 MiB and 1 GiB entries, so a run of fewer than 512 pages *looks*
+//! separately unmappable there; AMD's v1 page table has every power of two (an aligned 2-page
+//! run is one 8 KiB entry: an unlink starting inside it unmaps nothing, one at its start takes
+//! the neighbour too), and virtio-iommu refuses any partial unmap. So, on every IOMMU:
+//!
+//! - A *unit* is what one link call maps: `2^k` pages, naturally aligned in virtual page numbers
+//!   (`vpn % 2^k == 0`). Every page of it records `k` in the map-order field of its state word,
+//!   so the unit of any mapped page is known from that page's word alone.
+//! - Every unlink covers whole units only, consecutive and without holes (the IOMMU would unmap
+//!   less than asked across a hole, which `dma_iova_unlink()` warns about). Invalidating one page
+//!   unmaps its whole unit; the device refaults the other pages when it needs them.
+//!   Over-invalidation is allowed, under-invalidation never.
 //! - A folio that `hmm_range_fault()` reports with order `k > 0` (a THP or hugetlb page) becomes
-//!   one unit of `2^k` pages when all of it is inside the registration and the fault batch,
-//!   physically contiguous and of one access class. The IOMMU may then map it with one large
-//!   page-table entry, which it cannot later split: an unmap that starts inside a large entry
-//!   fails (`generic_pt` refuses it, and `dma_iova_unlink()` warns). So invalidating any page of
-//!   a unit unmaps the whole unit.
-//! - Other pages are order-0 units. In IOVA mode physically contiguous runs of them share one link
-//!   call, but a run never reaches 512 pages: with fewer than 512 pages the IOMMU cannot form a
-//!   2 MiB entry, so each page stays separately unmappable. `dma_map_phys()` (fallback) mappings
-//!   are unmapped with the address and size they were made with, so there every order-0 page is
-//!   its own call.
-//! - An unlink call covers a run of consecutive mapped pages of one access class, whole units
-//!   only; peer pages mapped by bus address have nothing to unmap and split runs.
+//!   one unit of order `k` when all of it is inside the registration and the fault batch, aligned
+//!   in both virtual and physical addresses, and of one access class.
+//! - Other pages, in IOVA mode: a physically contiguous run of one class is linked as the largest
+//!   aligned blocks it holds, of at most `2^MAX_RUN_ORDER` pages each. The bound keeps what an
+//!   invalidation of one page takes with it to 63 neighbours while a contiguous run still needs
+//!   few calls.
+//! - With `dma_map_phys()` (no IOVA window; and the legacy design), each call gets its own IOVA
+//!   and must be unmapped with exactly its address and size: there an unlink is always one unit,
+//!   and order-0 pages are their own calls.
+//! - Peer pages mapped by bus address have nothing to unmap; they split runs.
 //!
-//! Pure logic: no kernel dependency, unit-tested on the host (`host-tests/`).
+//! Pure logic: no kernel dependency, unit-tested on the host (`host-tests/`), including a
+//! property test that checks the unit rule against a model IOMMU for every mode that links.
 
 use crate::pfn_flags::{
     HmmPfn,
     MapKind, //
 };
 
-/// Pages in the smallest IOMMU large page (2 MiB of 4 KiB pages). An order-0 run stays below it.
-pub(crate) const LARGE_PAGE_PAGES: usize = 512;
+/// Largest order of a unit of order-0 pages (64 pages, 256 KiB).
+pub(crate) const MAX_RUN_ORDER: u32 = 6;
+
+/// How many pages an unmap walks between two calls of [`MapOps::relax`].
+pub(crate) const RELAX_PAGES: usize = 1 << 14;
 
 /// The access class of a mapping: what the DMA direction and attributes of its calls are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,20 +70,65 @@ pub(crate) struct Candidate {
     pub(crate) class: LinkClass,
 }
 
-/// One link (or `dma_map_phys()`) call: `npages` pages from `pfn` to registration pages
-/// `first..first + npages`.
+/// One link (or `dma_map_phys()`) call: the unit of `2^unit_order` pages from `pfn` to
+/// registration pages `first..first + npages`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Link {
     /// Registration page index of the first page.
     pub(crate) first: usize,
-    /// Pages in the call.
+    /// Pages in the call: `1 << unit_order`.
     pub(crate) npages: usize,
     /// Page frame number of the first page.
     pub(crate) pfn: u64,
-    /// The unit order every page of the call records (0 for a run of order-0 units).
+    /// The unit order every page of the call records.
     pub(crate) unit_order: u32,
     /// Direction and attributes.
     pub(crate) class: LinkClass,
+}
+
+/// One unlink (or `dma_unmap_phys()`) call over registration pages `first..first + npages`:
+/// whole units, all mapped, of one class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Unlink {
+    /// Registration page index of the first page.
+    pub(crate) first: usize,
+    /// Pages in the call.
+    pub(crate) npages: usize,
+    /// Direction and attributes the pages were mapped with.
+    pub(crate) class: LinkClass,
+}
+
+/// The calls that make pages reachable and unreachable for the device.
+pub(crate) trait MapOps {
+    /// Why a call failed.
+    type Error;
+
+    /// Makes the pages of each link reachable, in order, stopping at the first failure. Returns
+    /// how many links were made, and the failure if there was one.
+    fn link(&mut self, links: &[Link]) -> (usize, Result<(), Self::Error>);
+
+    /// Makes the links made in registration pages `first..end` visible to the device.
+    fn sync(&mut self, first: usize, end: usize) -> Result<(), Self::Error>;
+
+    /// Makes the pages of `unlink` unreachable by the device before it returns.
+    fn unlink(&mut self, unlink: &Unlink);
+
+    /// Marks page frame `pfn` dirty: it was mapped writable for the device.
+    fn dirty(&mut self, pfn: u64);
+
+    /// Called every [`RELAX_PAGES`] pages of a long unmap: a chance to reschedule.
+    fn relax(&mut self) {}
+}
+
+/// What [`Grouping::map_batch`] mapped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Mapped {
+    /// Pages made reachable (before a rollback, if the sync failed).
+    pub(crate) pages: usize,
+    /// Of which PCI peer pages reached through the host bridge.
+    pub(crate) host_bridge_pages: usize,
+    /// Pages unmapped again because the IOTLB sync failed.
+    pub(crate) rolled_back: usize,
 }
 
 /// How a registration's pages may be grouped into calls.
@@ -77,7 +138,8 @@ pub(crate) struct Grouping {
     pub(crate) first_vpn: u64,
     /// Map a whole folio in one call when possible.
     pub(crate) folio_units: bool,
-    /// Link physically contiguous order-0 pages in one call (IOVA mode only).
+    /// Link physically contiguous order-0 pages in one call, and unlink consecutive units in one
+    /// call (IOVA mode only).
     pub(crate) coalesce: bool,
 }
 
@@ -98,21 +160,16 @@ impl Grouping {
                     i += 1;
                     continue;
                 };
-                let link = match self.folio_unit(first, len, &mut candidate, i, c) {
-                    Some(npages) => Link {
-                        first: first + i,
-                        npages,
-                        pfn: c.pfn,
-                        unit_order: c.order,
-                        class: c.class,
-                    },
-                    None => Link {
-                        first: first + i,
-                        npages: self.run_len(first, len, &mut candidate, i, c),
-                        pfn: c.pfn,
-                        unit_order: 0,
-                        class: c.class,
-                    },
+                let unit_order = match self.folio_unit(first, len, &mut candidate, i, c) {
+                    Some(order) => order,
+                    None => self.block_order(first, len, &mut candidate, i, c),
+                };
+                let link = Link {
+                    first: first + i,
+                    npages: 1 << unit_order,
+                    pfn: c.pfn,
+                    unit_order,
+                    class: c.class,
                 };
                 i += link.npages;
                 return Some(link);
@@ -121,8 +178,8 @@ impl Grouping {
         })
     }
 
-    /// Pages of the folio unit starting at batch page `i` (candidate `head`), if one can be
-    /// mapped whole.
+    /// The order of the folio unit starting at batch page `i` (candidate `head`), if the folio
+    /// can be mapped whole.
     fn folio_unit(
         &self,
         first: usize,
@@ -130,37 +187,42 @@ impl Grouping {
         candidate: &mut impl FnMut(usize) -> Option<Candidate>,
         i: usize,
         head: Candidate,
-    ) -> Option<usize> {
-        if !self.folio_units || head.order == 0 || head.order >= usize::BITS {
+    ) -> Option<u32> {
+        if !self.folio_units || head.order == 0 || head.order >= usize::BITS - 1 {
             return None;
         }
         let npages = 1usize << head.order;
-        let vpn = self.first_vpn + index_u64(first + i);
         let unit_mask = index_u64(npages - 1);
-        if vpn & unit_mask != 0 || head.pfn & unit_mask != 0 || i.checked_add(npages)? > len {
+        if self.vpn(first + i) & unit_mask != 0
+            || head.pfn & unit_mask != 0
+            || i.checked_add(npages)? > len
+        {
             return None;
         }
         let whole = (1..npages).all(|k| {
             matches!(candidate(i + k), Some(p) if p.pfn == head.pfn + index_u64(k) && p.class == head.class)
         });
-        whole.then_some(npages)
+        whole.then_some(head.order)
     }
 
-    /// Pages of the order-0 run starting at batch page `i` (candidate `head`): 1, or more when
-    /// coalescing.
-    fn run_len(
+    /// The order of the block of order-0 pages starting at batch page `i` (candidate `head`):
+    /// the largest aligned power of two of contiguous pages of one class there, up to
+    /// [`MAX_RUN_ORDER`]; 0 when not coalescing.
+    fn block_order(
         &self,
         first: usize,
         len: usize,
         candidate: &mut impl FnMut(usize) -> Option<Candidate>,
         i: usize,
         head: Candidate,
-    ) -> usize {
-        let mut n = 1;
+    ) -> u32 {
         if !self.coalesce {
-            return n;
+            return 0;
         }
-        while n < LARGE_PAGE_PAGES - 1 && i + n < len {
+        // The block must start aligned to its size: the alignment of the page bounds the order.
+        let max = 1usize << self.vpn(first + i).trailing_zeros().min(MAX_RUN_ORDER);
+        let mut n = 1;
+        while n < max && i + n < len {
             match candidate(i + n) {
                 Some(next)
                     if next.pfn == head.pfn + index_u64(n)
@@ -174,7 +236,13 @@ impl Grouping {
                 _ => break,
             }
         }
-        n
+        // The largest power of two that is at most `n` (`n >= 1`).
+        usize::BITS - 1 - n.leading_zeros()
+    }
+
+    /// Virtual page number of registration page `i`.
+    fn vpn(&self, i: usize) -> u64 {
+        self.first_vpn.wrapping_add(index_u64(i))
     }
 
     /// Widens `first..end` to whole units of the mapped pages at its edges.
@@ -192,22 +260,24 @@ impl Grouping {
         (first, end.min(states.len()))
     }
 
-    /// The unit `first..end` that page `i` belongs to.
+    /// The unit `first..end` that page `i` (an index into `states`) belongs to: `i..i + 1` if it
+    /// is not mapped.
     fn unit_of(&self, states: &[HmmPfn], i: usize) -> (usize, usize) {
-        let state = states[i];
+        let Some(&state) = states.get(i) else {
+            return (i, i + 1);
+        };
         let order = state.order();
-        if !state.is_dma_mapped() || order == 0 || order >= usize::BITS {
+        if !state.is_dma_mapped() || order == 0 || order >= usize::BITS - 1 {
             return (i, i + 1);
         }
         let npages = 1usize << order;
-        let vpn = self.first_vpn + index_u64(i);
         // CAST: The offset is below `npages`, a `usize`.
-        let offset = (vpn & index_u64(npages - 1)) as usize;
+        let offset = (self.vpn(i) & index_u64(npages - 1)) as usize;
         let start = i.saturating_sub(offset);
-        (start, start + npages)
+        (start, start.saturating_add(npages))
     }
 
-    /// The unmap calls for the mapped pages of `first..end`, which must consist of whole units
+    /// The unlink calls for the mapped pages of `first..end`, which must consist of whole units
     /// (see [`Self::expand_to_units`]).
     pub(crate) fn unlinks<'a>(
         &'a self,
@@ -219,21 +289,11 @@ impl Grouping {
         let end = end.min(states.len());
         core::iter::from_fn(move || {
             while i < end {
-                let state = states[i];
-                let Some(kind) = state.map_kind() else {
+                let Some(class) = Self::class_of(states[i]) else {
                     i += 1;
                     continue;
                 };
-                if kind == MapKind::P2pBus {
-                    i += 1;
-                    continue;
-                }
-                let class = LinkClass {
-                    writable: state.is_writable(),
-                    kind,
-                };
-                let (_, unit_end) = self.unit_of(states, i);
-                let mut run_end = unit_end.min(end);
+                let mut run_end = self.unit_of(states, i).1.min(end);
                 if self.coalesce {
                     while run_end < end && Self::class_of(states[run_end]) == Some(class) {
                         run_end = self.unit_of(states, run_end).1.min(end);
@@ -251,7 +311,7 @@ impl Grouping {
         })
     }
 
-    /// The class of a page that an unlink call can include.
+    /// The class of a mapped page that an unlink call can include.
     fn class_of(state: HmmPfn) -> Option<LinkClass> {
         match state.map_kind()? {
             MapKind::P2pBus => None,
@@ -261,17 +321,150 @@ impl Grouping {
             }),
         }
     }
-}
 
-/// One unlink (or `dma_unmap_phys()`) call over registration pages `first..first + npages`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Unlink {
-    /// Registration page index of the first page.
-    pub(crate) first: usize,
-    /// Pages in the call.
-    pub(crate) npages: usize,
-    /// Direction and attributes the pages were mapped with.
-    pub(crate) class: LinkClass,
+    /// Makes pages `first..end` of `states` unreachable, and forgets them. Units that straddle an
+    /// edge are unmapped whole. Pages the device may have written are marked dirty. Returns the
+    /// number of pages that were mapped.
+    pub(crate) fn unmap<O: MapOps>(
+        &self,
+        states: &mut [HmmPfn],
+        first: usize,
+        end: usize,
+        ops: &mut O,
+    ) -> usize {
+        let end = end.min(states.len());
+        if first >= end {
+            return 0;
+        }
+        let (first, end) = self.expand_to_units(states, first, end);
+        let mut walked = 0;
+        for u in self.unlinks(states, first, end) {
+            ops.unlink(&u);
+            walked += u.npages;
+            if walked >= RELAX_PAGES {
+                walked = 0;
+                ops.relax();
+            }
+        }
+        // The device can no longer reach the pages: mark what it may have written, and forget.
+        let mut n = 0;
+        for (k, state) in states[first..end].iter_mut().enumerate() {
+            if state.is_dma_mapped() {
+                if state.is_writable() && state.map_kind() == Some(MapKind::Memory) {
+                    ops.dirty(state.pfn());
+                }
+                n += 1;
+            }
+            *state = HmmPfn::EMPTY;
+            if k % RELAX_PAGES == RELAX_PAGES - 1 {
+                ops.relax();
+            }
+        }
+        n
+    }
+
+    /// Unmaps the pages of the batch at `first` whose mapping no longer fits what
+    /// `hmm_range_fault()` reports now (`faulted`), see [`must_remap`]. Returns the number of
+    /// pages unmapped; the batch maps the valid ones again.
+    pub(crate) fn drop_stale<O: MapOps>(
+        &self,
+        states: &mut [HmmPfn],
+        first: usize,
+        faulted: &[u64],
+        want_write: bool,
+        ops: &mut O,
+    ) -> usize {
+        let Some(batch) = first
+            .checked_add(faulted.len())
+            .and_then(|end| states.get(first..end))
+        else {
+            return 0;
+        };
+        let stale = |(old, &new): (&HmmPfn, &u64)| must_remap(*old, HmmPfn::from_raw(new), want_write);
+        // Rare: look before acting.
+        if !batch.iter().zip(faulted).any(stale) {
+            return 0;
+        }
+        let mut n = 0;
+        for (i, &word) in faulted.iter().enumerate() {
+            if must_remap(states[first + i], HmmPfn::from_raw(word), want_write) {
+                n += self.unmap(states, first + i, first + i + 1, ops);
+            }
+        }
+        n
+    }
+
+    /// Maps the candidates of the batch of `len` pages at `first` that are not mapped yet, in
+    /// the fewest units the rules allow, and syncs the IOTLB once for the batch.
+    ///
+    /// `candidate(i)` says what batch page `i` is to be mapped as (see [`Self::links`]); pages
+    /// already mapped are skipped whatever it says. `links` is scratch space of at least `len`
+    /// entries. If a link fails, what was linked before it stays mapped; if the sync fails,
+    /// everything linked (and whatever else is mapped between) is unmapped again.
+    pub(crate) fn map_batch<O: MapOps>(
+        &self,
+        states: &mut [HmmPfn],
+        first: usize,
+        len: usize,
+        mut candidate: impl FnMut(usize) -> Option<Candidate>,
+        links: &mut [Link],
+        ops: &mut O,
+    ) -> (Mapped, Result<(), O::Error>) {
+        let mut done = Mapped::default();
+        let Some(batch) = first
+            .checked_add(len)
+            .and_then(|end| states.get(first..end))
+        else {
+            return (done, Ok(()));
+        };
+        if links.len() < len {
+            return (done, Ok(()));
+        }
+        // Plan the links, reading the state words...
+        let wanted = |i: usize| {
+            if batch[i].is_dma_mapped() {
+                None
+            } else {
+                candidate(i)
+            }
+        };
+        let mut planned = 0;
+        for (slot, link) in links.iter_mut().zip(self.links(first, len, wanted)) {
+            *slot = link;
+            planned += 1;
+        }
+
+        // ... make the calls ...
+        let (made, result) = ops.link(&links[..planned]);
+
+        // ... and record what they mapped in the state words.
+        let mut span: Option<(usize, usize)> = None;
+        for link in &links[..made.min(planned)] {
+            let (lo, hi) = span.unwrap_or((link.first, link.first));
+            span = Some((lo.min(link.first), hi.max(link.first + link.npages)));
+            for (slot, pfn) in states[link.first..link.first + link.npages]
+                .iter_mut()
+                .zip(link.pfn..)
+            {
+                *slot = HmmPfn::new_valid(pfn, link.class.writable, 0)
+                    .mapped(link.class.kind, link.unit_order);
+            }
+            done.pages += link.npages;
+            if link.class.kind == MapKind::P2pHostBridge {
+                done.host_bridge_pages += link.npages;
+            }
+        }
+
+        // One IOTLB sync covers every link of the batch.
+        if let Some((lo, hi)) = span {
+            if let Err(err) = ops.sync(lo, hi) {
+                // The links may not be visible: take them all back.
+                done.rolled_back = self.unmap(states, lo, hi, ops);
+                return (done, Err(err));
+            }
+        }
+        (done, result)
+    }
 }
 
 /// What a fault must do with a page it found mapped already.

@@ -197,7 +197,7 @@ impl Invalidate for UmemState {
         };
         let start = Instant::<Monotonic>::now();
         let unmapped = match (span, inner.map.as_mut()) {
-            (Some(span), Some(map)) => map.unmap(span.first, span.end),
+            (Some(span), Some(map)) => map.unmap(span.first, span.end, blockable),
             _ => 0,
         };
         inner.counters.unmap_ns += elapsed_ns(start);

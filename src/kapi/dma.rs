@@ -124,9 +124,15 @@ impl DmaDev {
     }
 
     /// Maps `size` bytes of physical memory at `phys` with `dma_map_phys()`.
-    pub(crate) fn map_phys(&self, phys: u64, size: usize, access: Access) -> Result<u64> {
-        // SAFETY: `self.dev` is a valid device by the type invariants; the caller owns the
-        // mapping it creates and unmaps it with `unmap_phys`.
+    ///
+    /// # Safety
+    ///
+    /// `phys..phys + size` must be memory (or, with `access.mmio`, PCI peer MMIO) that stays
+    /// allocated to its owner until the mapping is unmapped with [`Self::unmap_phys`]: the device
+    /// can reach it meanwhile.
+    pub(crate) unsafe fn map_phys(&self, phys: u64, size: usize, access: Access) -> Result<u64> {
+        // SAFETY: `self.dev` is a valid device by the type invariants; the caller keeps the memory
+        // alive while it is mapped.
         let addr = unsafe {
             bindings::dma_map_phys(
                 self.as_raw(),
@@ -143,10 +149,16 @@ impl DmaDev {
         Ok(addr)
     }
 
-    /// Unmaps what [`Self::map_phys`] mapped, with the same size and access.
-    pub(crate) fn unmap_phys(&self, addr: u64, size: usize, access: Access) {
-        // SAFETY: `self.dev` is a valid device by the type invariants; `addr` and `size` come
-        // from a successful `map_phys` that was not unmapped since.
+    /// Unmaps what [`Self::map_phys`] mapped, with the same size and access. On a lazy
+    /// (flush-queue) domain the device may still reach the memory until [`Self::flush_lazy`].
+    ///
+    /// # Safety
+    ///
+    /// `addr` and `size` must be exactly those of one successful [`Self::map_phys`] call, mapped
+    /// with `access`, that was not unmapped since: the IOMMU cannot unmap part of a mapping.
+    pub(crate) unsafe fn unmap_phys(&self, addr: u64, size: usize, access: Access) {
+        // SAFETY: `self.dev` is a valid device by the type invariants; `addr` and `size` describe
+        // one live mapping (the caller's guarantee).
         unsafe {
             bindings::dma_unmap_phys(
                 self.as_raw(),
@@ -156,6 +168,14 @@ impl DmaDev {
                 access.attrs(),
             )
         };
+    }
+
+    /// Flushes the IOTLB if the device's domain is lazy (`IOMMU_DOMAIN_DMA_FQ`), where
+    /// [`Self::unmap_phys`] leaves the flush to a timer: afterwards the device can reach nothing
+    /// that was unmapped before. Nothing happens on any other domain.
+    pub(crate) fn flush_lazy(&self) {
+        // SAFETY: `self.dev` is a valid device by the type invariants.
+        unsafe { odp::odp_shim_iommu_flush_lazy(self.as_raw()) };
     }
 }
 
@@ -200,9 +220,21 @@ impl IovaWindow {
 
     /// Links `size` bytes of physical memory at `phys` at `offset` in the window, without an
     /// IOTLB sync ([`Self::sync`] makes the links visible to the device).
-    pub(crate) fn link(&mut self, phys: u64, offset: usize, size: usize, access: Access) -> Result {
-        // SAFETY: The reservation is live by the type invariants; the mapping manager links
-        // only page-aligned ranges inside the window that are not linked already.
+    ///
+    /// # Safety
+    ///
+    /// - `offset..offset + size` must be page-aligned, inside the window, and not linked.
+    /// - `phys..phys + size` must be memory (or, with `access.mmio`, PCI peer MMIO) that stays
+    ///   allocated to its owner until it is unlinked: the device can reach it meanwhile.
+    pub(crate) unsafe fn link(
+        &mut self,
+        phys: u64,
+        offset: usize,
+        size: usize,
+        access: Access,
+    ) -> Result {
+        // SAFETY: The reservation is live by the type invariants; the range is free and the
+        // memory stays alive while linked (the caller's guarantee).
         to_result(unsafe {
             bindings::dma_iova_link(
                 self.dev.as_raw(),
@@ -218,17 +250,23 @@ impl IovaWindow {
 
     /// Makes the links of `offset..offset + size` visible to the device.
     pub(crate) fn sync(&mut self, offset: usize, size: usize) -> Result {
-        // SAFETY: The reservation is live by the type invariants.
+        // SAFETY: The reservation is live by the type invariants; syncing any range is harmless.
         to_result(unsafe {
             bindings::dma_iova_sync(self.dev.as_raw(), &mut self.state, offset, size)
         })
     }
 
-    /// Unlinks `offset..offset + size`, which must be linked entirely, with the access it was
-    /// linked with. The IOTLB is flushed before this returns.
-    pub(crate) fn unlink(&mut self, offset: usize, size: usize, access: Access) {
-        // SAFETY: The reservation is live by the type invariants; the mapping manager unlinks
-        // whole linked units only.
+    /// Unlinks `offset..offset + size` with the access it was linked with. The IOTLB is flushed
+    /// before this returns, on strict and lazy domains alike.
+    ///
+    /// # Safety
+    ///
+    /// `offset..offset + size` must be a union of whole ranges that [`Self::link`] calls linked
+    /// with `access`, and nothing else: the IOMMU cannot unmap part of what one call mapped, and
+    /// what it cannot unmap stays reachable by the device.
+    pub(crate) unsafe fn unlink(&mut self, offset: usize, size: usize, access: Access) {
+        // SAFETY: The reservation is live by the type invariants; the range is whole linked units
+        // (the caller's guarantee).
         unsafe {
             bindings::dma_iova_unlink(
                 self.dev.as_raw(),

@@ -22,7 +22,10 @@ use crate::{
         raw_device,
         DmaDev, //
     },
-    pfn_flags::HmmPfn,
+    pfn_flags::{
+        self,
+        HmmPfn, //
+    },
 };
 
 /// A P2P classification cache for one batch of `hmm_dma_map_pfn()` calls.
@@ -97,21 +100,36 @@ impl KernelHmmDmaMap {
         unsafe { slice::from_raw_parts(self.map.pfn_list.cast::<HmmPfn>(), self.npages) }
     }
 
-    /// The per-page words, to store what `hmm_range_fault()` reported.
-    pub(crate) fn pfns_mut(&mut self) -> &mut [HmmPfn] {
-        // SAFETY: As above, and `&mut self` makes this the only access.
-        unsafe { slice::from_raw_parts_mut(self.map.pfn_list.cast::<HmmPfn>(), self.npages) }
+    /// Stores `word` (what `hmm_range_fault()` reported) as page `idx`'s word. The sticky DMA
+    /// bits stay as the C helpers set them: they say what is mapped, and only those helpers
+    /// may change them.
+    pub(crate) fn set_word(&mut self, idx: usize, word: HmmPfn) {
+        if idx >= self.npages {
+            return;
+        }
+        // SAFETY: `pfn_list` holds `npages` words by the type invariants, `idx` is in bounds,
+        // and `&mut self` makes this the only access.
+        let slot = unsafe { &mut *self.map.pfn_list.add(idx) };
+        let sticky = pfn_flags::INOUT_FLAGS;
+        // CAST: `unsigned long` is 64 bits wide here (see `kapi`).
+        *slot = ((word.raw() & !sticky) | (*slot as u64 & sticky)) as usize;
     }
 
-    /// Maps page `idx` (whose word holds a valid PFN) and returns its DMA address; for a page
-    /// that is mapped already, returns its address.
-    pub(crate) fn map_pfn(&mut self, idx: usize, p2p: &mut P2pState) -> Result<u64> {
+    /// Maps page `idx` and returns its DMA address; for a page that is mapped already, returns
+    /// its address.
+    ///
+    /// # Safety
+    ///
+    /// The word of page `idx` must hold a page that `hmm_range_fault()` reported for it and that
+    /// stays mapped in the registered address space until [`Self::unmap_pfn`] (the invalidation
+    /// callback unmaps it before the mm lets it go).
+    pub(crate) unsafe fn map_pfn(&mut self, idx: usize, p2p: &mut P2pState) -> Result<u64> {
         if idx >= self.npages {
             return Err(EINVAL);
         }
         let dev = raw_device(self.dev.device());
-        // SAFETY: The map is live, `idx` is in bounds and its word holds a valid PFN; the caller
-        // serialises calls on this map (the registration lock).
+        // SAFETY: The map is live, `idx` is in bounds and its word holds a live page (the
+        // caller's guarantee); the caller serialises calls on this map (the registration lock).
         let addr = unsafe { odp::hmm_dma_map_pfn(dev, &mut self.map, idx, &mut p2p.0) };
         // SAFETY: `dev` is a valid device.
         if unsafe { odp::odp_shim_dma_mapping_error(dev, addr) } {

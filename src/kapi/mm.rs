@@ -24,11 +24,13 @@ pub(crate) fn task_size(mm: &Mm) -> u64 {
 
 /// Marks the folio of `pfn` dirty, after the device may have written to it.
 ///
-/// The page must still be mapped in the address space it was faulted from (an invalidation
-/// callback runs before the mapping goes), which keeps its file mapping alive.
-pub(crate) fn set_pfn_dirty(pfn: u64) {
-    // SAFETY: `pfn` came from `hmm_range_fault()` for a page that is mapped until the
-    // invalidation that calls this returns.
+/// # Safety
+///
+/// `pfn` must be a page that `hmm_range_fault()` reported and that is still mapped in the address
+/// space it was faulted from (the invalidation callback runs before the mapping goes), which keeps
+/// the page and its file mapping alive during the call.
+pub(crate) unsafe fn set_pfn_dirty(pfn: u64) {
+    // SAFETY: The page is mapped, so it and its mapping are alive (the caller's guarantee).
     // CAST: PFNs are `unsigned long`, 64 bits wide here (see `kapi`).
     unsafe { odp::odp_shim_set_pfn_dirty(pfn as usize) };
 }

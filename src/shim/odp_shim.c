@@ -17,6 +17,8 @@
 #include <linux/pci.h>
 #include <linux/pci-p2pdma.h>
 #include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
 
@@ -174,6 +176,45 @@ u32 odp_shim_iommu_domain_type(struct device *dev)
 	default:
 		return ODP_HMM_DOMAIN_OTHER;
 	}
+}
+
+/*
+ * On a flush-queue (lazy) domain, dma_unmap_phys() clears the page table but
+ * leaves the IOTLB flush to the queue's timer, so the device may still reach
+ * what was unmapped. Flushes the whole IOTLB of @dev's domain in that case:
+ * after this returns, nothing unmapped before is reachable.
+ */
+void odp_shim_iommu_flush_lazy(struct device *dev)
+{
+	struct iommu_domain *domain = iommu_get_domain_for_dev(dev);
+
+	if (domain && domain->type == IOMMU_DOMAIN_DMA_FQ)
+		iommu_flush_iotlb_all(domain);
+}
+
+/* ---- Memory ------------------------------------------------------------ */
+
+/*
+ * Per-page state arrays, sized by users: charged to the caller's memory cgroup,
+ * silent when they cannot be had (kvmalloc() warns above INT_MAX otherwise),
+ * and failing rather than invoking the OOM killer.
+ */
+void *odp_shim_state_array_alloc(size_t n, size_t size)
+{
+	return kvcalloc(n, size, GFP_KERNEL_ACCOUNT | __GFP_NOWARN |
+				 __GFP_RETRY_MAYFAIL);
+}
+
+/* ---- Scheduling -------------------------------------------------------- */
+
+void odp_shim_cond_resched(void)
+{
+	cond_resched();
+}
+
+bool odp_shim_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
 }
 
 /* ---- Pages ------------------------------------------------------------- */

@@ -51,6 +51,15 @@ void odp_shim_fs_reclaim_release(void);
 
 /* IOMMU domain of a device, as ODP_HMM_DOMAIN_*. */
 u32 odp_shim_iommu_domain_type(struct device *dev);
+/* Flushes the IOTLB of a lazy (flush-queue) domain; nothing for any other. */
+void odp_shim_iommu_flush_lazy(struct device *dev);
+
+/* kvcalloc() for per-page state: accounted, no warning, no OOM killer. */
+void *odp_shim_state_array_alloc(size_t n, size_t size);
+
+/* Scheduling helpers (inline or macros in C). */
+void odp_shim_cond_resched(void);
+bool odp_shim_fatal_signal_pending(void);
 
 /* Page helpers on raw PFNs (the PFNs hmm_range_fault() reported). */
 void odp_shim_set_pfn_dirty(unsigned long pfn);
