@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Boots the test kernel under QEMU (virtme-ng, TCG) on q35 with an emulated Intel IOMMU and the
-# QEMU `edu` DMA device, loads odp_hmm, runs one command in the guest and returns its exit code.
+# Boots the test kernel under QEMU (virtme-ng, TCG) on q35 with an emulated IOMMU and the QEMU
+# `edu` DMA device, loads odp_hmm, runs one command in the guest and returns its exit code.
 # Afterwards it scans the guest's kernel log and kmemleak and fails the run on any report
 # (WARNING, BUG, Oops, lockdep, KFENCE, kmemleak, DMA-API, IOMMU fault), printing it.
 #
@@ -12,7 +12,13 @@
 #                       p2p-rc        edu + nvme (16 MiB CMB) on the root complex, -cpu EPYC
 #                       p2p-rc-intel  the same with -cpu Skylake-Client
 #                       p2p-switch    edu + nvme behind one PCIe switch, ACS redirect off
-#   --append ARGS     extra kernel command line (e.g. iommu.passthrough=1)
+#   --iommu MODEL     the emulated IOMMU (default: intel-cm):
+#                       intel-cm      Intel VT-d, caching-mode=on (every map is flushed, as a
+#                                     VM's vIOMMU must)
+#                       intel         Intel VT-d, caching-mode=off (no flush on map: bare metal)
+#                       amd           AMD-Vi (v1 page table: any power-of-two page size)
+#                       virtio        virtio-iommu-pci (one request per map and unmap)
+#   --append ARGS     extra kernel command line (e.g. iommu.passthrough=1, iommu.strict=0)
 #   --qemu ARGS       extra QEMU arguments
 #   --module-args A   arguments for insmod odp_hmm.ko
 #   --no-module       do not load odp_hmm
@@ -31,6 +37,7 @@
 . "$(dirname "$0")/lib.sh"
 
 topology=edu
+iommu=intel-cm
 append=
 qemu_extra=
 module_args=
@@ -44,6 +51,7 @@ rwdirs=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--topology) topology=$2; shift 2 ;;
+	--iommu) iommu=$2; shift 2 ;;
 	--append) append="$append $2"; shift 2 ;;
 	--qemu) qemu_extra="$qemu_extra $2"; shift 2 ;;
 	--module-args) module_args=$2; shift 2 ;;
@@ -67,8 +75,16 @@ done
 # emulate are turned off rather than warned about at every boot.
 EPYC="EPYC,-fxsr-opt,-misalignsse,-osvw,-topoext,-nrip-save,-xsavec"
 
-# The IOMMU comes first: devices created before it would not be translated.
-qemu="-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on,caching-mode=on"
+# The IOMMU comes first: devices created before it would not be translated. Strict invalidation
+# unless the caller appends iommu.strict=0 (the test kernel's own default is lazy).
+case "$iommu" in
+intel-cm) iommu_dev="-device intel-iommu,intremap=on,caching-mode=on" iommu_cmdline="intel_iommu=on" ;;
+intel) iommu_dev="-device intel-iommu,intremap=on,caching-mode=off" iommu_cmdline="intel_iommu=on" ;;
+amd) iommu_dev="-device amd-iommu,intremap=on" iommu_cmdline="amd_iommu=pgtbl_v1" ;;
+virtio) iommu_dev="-device virtio-iommu-pci" iommu_cmdline="" ;;
+*) die "unknown IOMMU model '$iommu' (intel-cm, intel, amd, virtio)" ;;
+esac
+qemu="-machine q35,kernel-irqchip=split $iommu_dev"
 edu="-device edu,dma_mask=0xffffffffffffffff"
 nvme_disk=
 case "$topology" in
@@ -126,7 +142,7 @@ set +e
 # shellcheck disable=SC2086
 timeout --foreground 1800 vng --run "$kernel/arch/x86/boot/bzImage" --disable-microvm $kvm_opt \
 	--memory "$memory" --cpus 2 --rwdir="$results" "${rwdirs[@]}" \
-	--append "intel_iommu=on iommu.strict=1 $append" \
+	--append "$iommu_cmdline iommu.strict=1 $append" \
 	--qemu-opts="$qemu $qemu_extra" \
 	--exec "bash $ODP_TOP/scripts/guest-run.sh $results" </dev/null 2>&1 | cat
 rc=${PIPESTATUS[0]}

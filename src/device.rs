@@ -3,15 +3,22 @@
 //! The `/dev/odp_hmm` character device: one [`OdpFile`] per open file, and its ioctls.
 //!
 //! The ABI is `include/uapi/linux/odp_hmm.h`; the errno of every refusal is documented there.
-//! Registrations belong to the open file and to the address space that opened it: the calls that
-//! take user addresses must come from that address space. Closing the file (or the process
-//! exiting) unregisters everything.
+//! Registrations belong to the open file and to the address space that opened it: every call that
+//! acts on registrations (register, unregister, fault, snapshot, device copy) must come from that
+//! address space (`EPERM` otherwise: a forked child or a process the file was passed to);
+//! `INFO` and `STATS` read only, and any holder of the file may call them. Closing the file (or
+//! the process exiting) unregisters everything.
 //!
 //! # Locking
 //!
 //! [`OdpFile::inner`] protects the handle table and the counters of dropped registrations. It is
 //! held only to look a registration up, add or remove one: never across a fault, a device access
 //! or any other lock.
+
+use core::sync::atomic::{
+    AtomicU64,
+    Ordering, //
+};
 
 use kernel::{
     fs::File,
@@ -42,6 +49,7 @@ use crate::{
     kapi::{hmm::Request, mm::task_size, params},
     odp_umem::{
         OdpUmem,
+        Revoked,
         UmemStats, //
     },
     range::{
@@ -67,15 +75,23 @@ pub(crate) fn range_errno(err: RangeError) -> Error {
 struct FileInner {
     next_handle: u64,
     umems: RBTree<u64, Arc<OdpUmem>>,
+    /// Bytes registered by the live registrations (and those being made), against
+    /// `file_limit_mb`.
+    registered: u64,
     /// Counters of the registrations dropped so far.
     retired: UmemStats,
 }
+
+/// The identity of the next open file: never reused, unlike the file's address.
+static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One open file of `/dev/odp_hmm`.
 #[pin_data(PinnedDrop)]
 pub(crate) struct OdpFile {
     /// The address space that opened the file; registrations are made in it.
     mm: ARef<Mm>,
+    /// Never 0, never another file's.
+    id: u64,
     #[pin]
     inner: Mutex<FileInner>,
 }
@@ -90,10 +106,12 @@ impl MiscDevice for OdpFile {
         KBox::try_pin_init(
             try_pin_init!(Self {
                 mm: ARef::from(&**mm),
+                id: NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed),
                 inner <- new_mutex!(
                     FileInner {
                         next_handle: 1,
                         umems: RBTree::new(),
+                        registered: 0,
                         retired: UmemStats::default(),
                     },
                     "OdpFile::inner"
@@ -129,11 +147,12 @@ impl PinnedDrop for OdpFile {
     }
 }
 
-/// Tears a registration down: the device stops reaching its pages now; the notifier goes when
-/// the last reference does. Returns its final counters.
+/// Tears a registration down: the device stops reaching its pages now (later calls that still
+/// hold it get `ENOENT`); the notifier goes when the last reference does. Returns its final
+/// counters.
 fn retire(umem: &Arc<OdpUmem>) -> UmemStats {
     umem.device().remove_user(umem);
-    umem.revoke()
+    umem.revoke(Revoked::Unregistered)
 }
 
 impl OdpFile {
@@ -175,33 +194,53 @@ impl OdpFile {
         let range = UserRange::new(req.addr, req.length, PAGE_SHIFT as u32, task_size(mm))
             .map_err(range_errno)?;
         let dev = dma_device::current()?;
-        let handle = {
-            let mut inner = self.inner.lock();
-            let handle = inner.next_handle;
-            inner.next_handle += 1;
-            handle
-        };
+        let handle = self.reserve(range.len())?;
         let writable = req.flags & uapi::ACCESS_WRITE != 0;
-        let umem = OdpUmem::new(mm, dev, range, writable, backend)?;
-        let (backend, dma_mode, iova_base) = umem.mapping_info()?;
-        req.backend = backend.to_uapi();
-        req.dma_mode = dma_mode;
-        req.handle = handle;
-        req.iova_base = iova_base;
-        if let Err(err) = uapi::write_arg(arg, &req) {
+        let umem = match OdpUmem::new(mm, dev, range, writable, backend) {
+            Ok(umem) => umem,
+            Err(err) => {
+                let mut inner = self.inner.lock();
+                inner.registered = inner.registered.saturating_sub(range.len());
+                return Err(err);
+            }
+        };
+        let published = umem
+            .mapping_info()
+            .and_then(|(backend, dma_mode, iova_base)| {
+                req.backend = backend.to_uapi();
+                req.dma_mode = dma_mode;
+                req.handle = handle;
+                req.iova_base = iova_base;
+                uapi::write_arg(arg, &req)
+            })
+            .and_then(|()| {
+                self.inner
+                    .lock()
+                    .umems
+                    .try_create_and_insert(handle, umem.clone(), GFP_KERNEL)
+                    .map(drop)
+            });
+        if let Err(err) = published {
             retire(&umem);
-            return Err(err);
-        }
-        let mut inner = self.inner.lock();
-        if let Err(err) = inner
-            .umems
-            .try_create_and_insert(handle, umem.clone(), GFP_KERNEL)
-        {
-            drop(inner);
-            retire(&umem);
+            let mut inner = self.inner.lock();
+            inner.registered = inner.registered.saturating_sub(range.len());
             return Err(err);
         }
         Ok(())
+    }
+
+    /// Takes a handle for a registration of `len` bytes and counts the bytes against the file's
+    /// limit (`ENOSPC` beyond it, or when handles run out).
+    fn reserve(&self, len: u64) -> Result<u64> {
+        let mut inner = self.inner.lock();
+        let registered = inner.registered.checked_add(len).ok_or(ENOSPC)?;
+        if params::file_limit_bytes().is_some_and(|limit| registered > limit) {
+            return Err(ENOSPC);
+        }
+        let handle = inner.next_handle;
+        inner.next_handle = handle.checked_add(1).ok_or(ENOSPC)?;
+        inner.registered = registered;
+        Ok(handle)
     }
 
     fn unregister(&self, arg: UserPtr) -> Result {
@@ -209,9 +248,12 @@ impl OdpFile {
         if req.reserved != 0 {
             return Err(EINVAL);
         }
+        self.check_caller()?;
         let umem = self.inner.lock().umems.remove(&req.handle).ok_or(ENOENT)?;
         let last = retire(&umem);
-        add_stats(&mut self.inner.lock().retired, &last);
+        let mut inner = self.inner.lock();
+        inner.registered = inner.registered.saturating_sub(umem.range().len());
+        add_stats(&mut inner.retired, &last);
         Ok(())
     }
 
@@ -324,7 +366,7 @@ impl OdpFile {
     fn dma(&self, arg: UserPtr) -> Result {
         let mut req: uapi::Dma = uapi::read_arg(arg)?;
         self.check_caller()?;
-        req.faults = dma_copy::copy(&req, |handle| self.lookup(handle))?;
+        req.faults = dma_copy::copy(&req, self.id, |handle| self.lookup(handle))?;
         uapi::write_arg(arg, &req)
     }
 }

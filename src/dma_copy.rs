@@ -5,21 +5,39 @@
 //!
 //! The edu engine copies only between its 4 KiB buffer and a DMA address, so a copy between two
 //! registrations is two transfers through the buffer. Each side is a device access in the ODP
-//! sense ([`OdpUmem::device_access`]): pages the device finds unmapped are faulted in and mapped
-//! first, and the transfer runs under the registration's update lock, so an invalidation waits
-//! until the device is done with the page. The engine lock is held across both transfers: the
-//! buffer is shared.
+//! sense: pages the device finds unmapped are faulted in and mapped first
+//! ([`OdpUmem::prepare_access`]), without the engine lock, so that a slow page fault stalls no
+//! other copy; then, under the engine lock, each transfer runs under its registration's update
+//! lock ([`OdpUmem::access_mapped`]), so an invalidation waits until the device is done with the
+//! page. If an invalidation came in between, the copy starts over. The engine lock is held across
+//! both transfers: the buffer is shared.
 
-use kernel::{bindings, prelude::*, sync::Arc};
+use kernel::{
+    bindings,
+    prelude::*,
+    sync::Arc, //
+};
 
 use crate::{
     dma_device,
-    edu::{Direction, Engine, BUF_SIZE},
-    kapi::{mm::capable, params},
+    edu::{
+        Direction,
+        Engine,
+        BUF_SIZE, //
+    },
+    kapi::{
+        mm::capable,
+        params,
+        sched::fatal_signal_pending, //
+    },
     odp_umem::OdpUmem,
     range::DmaSeg,
     uapi,
 };
+
+/// How many times a copy faults its pages in and tries again before giving up with `EBUSY`
+/// (each retry means an invalidation hit its pages between the fault and the transfer).
+const COPY_ATTEMPTS: usize = 16;
 
 /// One end of a copy.
 enum End {
@@ -31,9 +49,14 @@ enum End {
     RawIova(u64),
 }
 
-/// Runs the copy `req` asks for; `lookup` finds a registration by handle. Returns the number of
-/// pages the device had to fault.
-pub(crate) fn copy(req: &uapi::Dma, lookup: impl Fn(u64) -> Result<Arc<OdpUmem>>) -> Result<u64> {
+/// Runs the copy `req` asks for on behalf of the open file `file` (an identity that is never
+/// reused); `lookup` finds a registration by handle. Returns the number of pages the device had
+/// to fault.
+pub(crate) fn copy(
+    req: &uapi::Dma,
+    file: u64,
+    lookup: impl Fn(u64) -> Result<Arc<OdpUmem>>,
+) -> Result<u64> {
     let known = uapi::DMA_SRC_DEVBUF | uapi::DMA_DST_DEVBUF | uapi::DMA_SRC_RAW_IOVA;
     let src_flags = req.flags & (uapi::DMA_SRC_DEVBUF | uapi::DMA_SRC_RAW_IOVA);
     if req.flags & !known != 0 || src_flags.count_ones() > 1 || req.length == 0 {
@@ -82,28 +105,43 @@ pub(crate) fn copy(req: &uapi::Dma, lookup: impl Fn(u64) -> Result<Arc<OdpUmem>>
             }
         }
     }
-    let engine = dev.engine().lock();
-    let engine = engine.as_ref().ok_or(EOPNOTSUPP)?;
     let mut faults = 0;
-    match src {
-        End::Memory(umem, addr) => {
-            faults += umem
-                .device_access(addr, len, false, |segs| {
-                    transfer(engine, Direction::ToBuffer, segs, staging)
-                })?
-                .1;
+    for _ in 0..COPY_ATTEMPTS {
+        if fatal_signal_pending() {
+            return Err(EINTR);
         }
-        End::RawIova(iova) => engine.transfer(Direction::ToBuffer, iova, staging, len)?,
-        End::Buffer(_) => {}
-    }
-    if let End::Memory(umem, addr) = dst {
-        faults += umem
-            .device_access(addr, len, true, |segs| {
+        // Fault first, with no device lock held ...
+        if let End::Memory(umem, addr) = &src {
+            faults += umem.prepare_access(*addr, len, false)?;
+        }
+        if let End::Memory(umem, addr) = &dst {
+            faults += umem.prepare_access(*addr, len, true)?;
+        }
+        // ... then move the data, unless an invalidation came in between.
+        let engine = dev.engine().lock();
+        let engine = engine.as_ref().ok_or(EOPNOTSUPP)?;
+        engine.claim(file)?;
+        let read = match &src {
+            End::Memory(umem, addr) => umem.access_mapped(*addr, len, false, |segs| {
+                transfer(engine, Direction::ToBuffer, segs, staging)
+            })?,
+            End::RawIova(iova) => Some(engine.transfer(Direction::ToBuffer, *iova, staging, len)?),
+            End::Buffer(_) => Some(()),
+        };
+        if read.is_none() {
+            continue;
+        }
+        let written = match &dst {
+            End::Memory(umem, addr) => umem.access_mapped(*addr, len, true, |segs| {
                 transfer(engine, Direction::FromBuffer, segs, staging)
-            })?
-            .1;
+            })?,
+            _ => Some(()),
+        };
+        if written.is_some() {
+            return Ok(faults);
+        }
     }
-    Ok(faults)
+    Err(EBUSY)
 }
 
 /// Moves the segments `segs` to or from the buffer, from `offset` on.

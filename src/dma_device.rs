@@ -5,9 +5,10 @@
 //! One DMA device is *current* at a time: the `edu` device this module's PCI driver bound, or the
 //! PCI device the `dma_device=` parameter names (mapped for, but not driven: it has no copy
 //! engine). Each registration keeps an [`Arc`] of the device it maps for. When the device goes
-//! away (the edu driver unbinds), every registration still mapping for it is revoked first: its
-//! pages are unmapped and its IOVA window freed before the driver lets go of the device, and later
-//! calls on it fail with `ENODEV`.
+//! away, every registration still mapping for it is revoked first: its pages are unmapped and its
+//! IOVA window freed while the device and its IOMMU group still exist, and later calls on it fail
+//! with `ENODEV`. For the edu device that is the driver's unbind; for a `dma_device=` device,
+//! which another driver drives, the PCI bus's removal notification ([`pci_device_removed`]).
 //!
 //! # Locking
 //!
@@ -20,6 +21,10 @@
 use kernel::{
     device, new_mutex, pci,
     prelude::*,
+    rbtree::{
+        RBTree,
+        RBTreeNode, //
+    },
     sync::{
         aref::ARef,
         Arc,
@@ -37,21 +42,28 @@ use crate::{
             Location, //
         },
     },
-    odp_umem::OdpUmem,
+    odp_umem::{
+        OdpUmem,
+        Revoked, //
+    },
     pci_addr::PciAddr,
     uapi,
 };
 
 kernel::sync::global_lock! {
-    // SAFETY: `init()` runs in module init before the misc device and the PCI driver are
-    // registered, the only users.
+    // SAFETY: `init()` runs first in module init, before the PCI removal watch, the misc device
+    // and the PCI driver are registered, the only users.
     unsafe(uninit) static CURRENT: Mutex<Option<Arc<DmaDevice>>> = None;
 }
 
-/// Initialises [`CURRENT`], and makes the `dma_device=` device current if one was given.
-pub(crate) fn init() -> Result {
+/// Initialises [`CURRENT`]: the first thing module init does.
+pub(crate) fn init() {
     // SAFETY: Called once, from module init, before any other use of `CURRENT`.
     unsafe { CURRENT.init() };
+}
+
+/// Makes the `dma_device=` device current if one was given.
+pub(crate) fn use_param_device() -> Result {
     let Some(name) = params::dma_device() else {
         return Ok(());
     };
@@ -72,6 +84,25 @@ pub(crate) fn exit() {
     let current = CURRENT.lock().take();
     if let Some(dev) = current {
         dev.revoke();
+    }
+}
+
+/// A PCI device is about to be removed: if it is the current DMA device, stop using it now,
+/// while its IOMMU group still exists.
+pub(crate) fn pci_device_removed(pdev: &pci::Device) {
+    let gone = {
+        let current = CURRENT.lock();
+        current
+            .as_ref()
+            .filter(|dev| core::ptr::eq(dev.pci(), pdev))
+            .cloned()
+    };
+    if let Some(dev) = gone {
+        dev_info!(
+            dev.device(),
+            "removed from the PCI bus: revoking its registrations\n"
+        );
+        withdraw(&dev);
     }
 }
 
@@ -105,11 +136,17 @@ pub(crate) fn current() -> Result<Arc<DmaDevice>> {
     CURRENT.lock().clone().ok_or(ENODEV)
 }
 
-/// The registrations mapping for a device.
+/// The registrations mapping for a device, keyed by address (unique while they live).
 struct Users {
     /// Set once the device is going away; no registration may be added after.
     revoked: bool,
-    list: KVec<Arc<OdpUmem>>,
+    map: RBTree<usize, Arc<OdpUmem>>,
+}
+
+/// The key of a registration in [`Users`]: its address.
+fn user_key(umem: &Arc<OdpUmem>) -> usize {
+    // CAST: Only compared, never dereferenced.
+    Arc::as_ptr(umem) as usize
 }
 
 /// A device memory is mapped for.
@@ -136,7 +173,7 @@ impl DmaDevice {
                 users <- new_mutex!(
                     Users {
                         revoked: false,
-                        list: KVec::new(),
+                        map: RBTree::new(),
                     },
                     "DmaDevice::users"
                 ),
@@ -148,6 +185,11 @@ impl DmaDevice {
     /// The DMA-API view of the device.
     pub(crate) fn dma(&self) -> &DmaDev {
         &self.dev
+    }
+
+    /// The PCI device.
+    pub(crate) fn pci(&self) -> &pci::Device {
+        &self.pci
     }
 
     /// The generic device, for messages.
@@ -162,21 +204,19 @@ impl DmaDevice {
 
     /// Records a registration that maps for this device; `ENODEV` once it is revoked.
     pub(crate) fn add_user(&self, umem: Arc<OdpUmem>) -> Result {
+        let key = user_key(&umem);
+        let node = RBTreeNode::new(key, umem, GFP_KERNEL)?;
         let mut users = self.users.lock();
         if users.revoked {
             return Err(ENODEV);
         }
-        users.list.push(umem, GFP_KERNEL)?;
+        users.map.insert(node);
         Ok(())
     }
 
     /// Forgets a registration (it was unregistered).
     pub(crate) fn remove_user(&self, umem: &Arc<OdpUmem>) {
-        let removed = {
-            let mut users = self.users.lock();
-            let i = users.list.iter().position(|u| Arc::ptr_eq(u, umem));
-            i.and_then(|i| users.list.remove(i).ok())
-        };
+        let removed = self.users.lock().map.remove(&user_key(umem));
         // Dropped outside the lock: a last reference frees the registration.
         drop(removed);
     }
@@ -189,10 +229,10 @@ impl DmaDevice {
         let users = {
             let mut users = self.users.lock();
             users.revoked = true;
-            core::mem::replace(&mut users.list, KVec::new())
+            core::mem::replace(&mut users.map, RBTree::new())
         };
-        for umem in users.iter() {
-            umem.revoke();
+        for umem in users.values() {
+            umem.revoke(Revoked::DeviceGone);
         }
         drop(engine);
     }

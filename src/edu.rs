@@ -7,9 +7,12 @@
 //! by the IOMMU). One side of every transfer is the buffer. A transfer runs 100 ms of virtual time
 //! after it is started: the device proves correctness, it does not measure speed.
 
+use core::cell::Cell;
+
 use kernel::{
     device::Core,
     dma::{
+        Coherent,
         Device as _,
         DmaMask, //
     },
@@ -32,7 +35,10 @@ use crate::{
         self,
         DmaDevice, //
     },
-    kapi::pci as kpci,
+    kapi::{
+        params,
+        pci as kpci, //
+    },
 };
 
 /// Bytes of BAR 0 the driver maps (the registers it uses end at 0xa0).
@@ -59,9 +65,9 @@ pub(crate) const BUF_BASE: u64 = 0x40000;
 /// Size of the device's buffer, the longest transfer.
 pub(crate) const BUF_SIZE: usize = 4096;
 
-/// How often and how long a transfer is polled for (it takes 100 ms of virtual time).
+/// How often a transfer is polled for (it takes 100 ms of virtual time); how long, the module
+/// parameter `copy_timeout_ms` says.
 const POLL_INTERVAL_US: i64 = 2_000;
-const POLL_TIMEOUT_US: i64 = 5_000_000;
 
 /// Which way a transfer goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,14 +82,32 @@ pub(crate) enum Direction {
 ///
 /// The caller serialises transfers (the engine lock of [`DmaDevice`]): the device runs one at a
 /// time and its buffer is shared state.
+///
+/// A transfer that does not finish in time leaves the device possibly still writing: the engine
+/// turns bus mastering off before it returns, so the device can reach no memory any more, and
+/// is dead from then on (its transfers fail with `EIO`; rebinding the device makes a new one).
 pub(crate) struct Engine {
     bar: DevresBar<BAR_SIZE>,
+    pci: ARef<pci::Device>,
+    /// A zeroed page the buffer is wiped from.
+    zero: Coherent<[u8]>,
+    /// The open file whose data the buffer may hold (0: none).
+    owner: Cell<u64>,
+    dead: Cell<bool>,
 }
 
 impl Engine {
     /// Copies `len` bytes between the device buffer at `offset` and the DMA address `addr`, and
     /// waits for the device to finish.
+    ///
+    /// # Errors
+    ///
+    /// `ETIMEDOUT` if the device did not finish within `copy_timeout_ms` (the engine is dead
+    /// afterwards), `EIO` once it is dead, `ENODEV` if the device is going away.
     pub(crate) fn transfer(&self, dir: Direction, addr: u64, offset: usize, len: usize) -> Result {
+        if self.dead.get() {
+            return Err(EIO);
+        }
         if len == 0 || offset.checked_add(len).is_none_or(|end| end > BUF_SIZE) {
             return Err(EINVAL);
         }
@@ -102,6 +126,7 @@ impl Engine {
             bar.try_write64(len, REG_DMA_COUNT)?;
             bar.try_write64(cmd, REG_DMA_CMD)?;
         }
+        let timeout_us = i64::from(params::copy_timeout_ms()).saturating_mul(1000);
         let mut waited = 0;
         loop {
             // Sleep without holding the BAR: unbind waits for the access guard, not for us.
@@ -115,10 +140,30 @@ impl Engine {
             if status & CMD_START == 0 {
                 return Ok(());
             }
-            if waited >= POLL_TIMEOUT_US {
+            if waited >= timeout_us {
+                // The device may still be moving data: cut it off from memory before the caller
+                // lets the mm reclaim the pages it was given.
+                kpci::clear_bus_master(&self.pci);
+                self.dead.set(true);
+                dev_err!(
+                    self.pci.as_ref(),
+                    "edu transfer did not finish in {} ms: bus mastering off, engine disabled\n",
+                    params::copy_timeout_ms()
+                );
                 return Err(ETIMEDOUT);
             }
         }
+    }
+
+    /// Makes the buffer hold nothing of another file than `file` (an identity that is never
+    /// reused): the first copy of a new file wipes it.
+    pub(crate) fn claim(&self, file: u64) -> Result {
+        if self.owner.get() != file {
+            self.owner.set(0);
+            self.transfer(Direction::ToBuffer, self.zero.dma_address(), 0, BUF_SIZE)?;
+            self.owner.set(file);
+        }
+        Ok(())
     }
 }
 
@@ -154,6 +199,10 @@ impl pci::Driver for EduDriver {
         let id = bar.read32(REG_ID);
         let engine = Engine {
             bar: bar.into_devres()?,
+            pci: ARef::from(&**pdev),
+            zero: Coherent::<u8>::zeroed_slice(pdev.as_ref(), BUF_SIZE, GFP_KERNEL)?,
+            owner: Cell::new(0),
+            dead: Cell::new(false),
         };
         let dma = DmaDevice::new(ARef::from(&**pdev), Some(engine))?;
         dma_device::publish(dma.clone())?;

@@ -69,7 +69,8 @@ const _: () = {
 /// The module: the character device and the edu driver.
 ///
 /// Fields are dropped in order: the device node goes first (no new users), then the driver
-/// (its unbind revokes every registration), then the DMA device slot.
+/// (its unbind revokes every registration), then the DMA device slot. The slot is initialised
+/// first, so that a failure to register the others releases what it took.
 #[pin_data]
 struct OdpHmmModule {
     #[pin]
@@ -79,8 +80,21 @@ struct OdpHmmModule {
     slot: DmaDeviceSlot,
 }
 
-/// Releases the `dma_device=` device when the module goes.
-struct DmaDeviceSlot;
+/// The DMA device slot: the `dma_device=` device, if one was named, and the watch for its removal
+/// from the PCI bus. Both go when the module does (or when its init fails later on).
+struct DmaDeviceSlot {
+    _watch: kapi::pci::RemovalWatch,
+}
+
+impl DmaDeviceSlot {
+    fn new() -> Result<Self> {
+        dma_device::init();
+        // The watch before the device: one removed right after it is taken must be seen.
+        let watch = kapi::pci::RemovalWatch::new()?;
+        dma_device::use_param_device()?;
+        Ok(Self { _watch: watch })
+    }
+}
 
 impl Drop for DmaDeviceSlot {
     fn drop(&mut self) {
@@ -90,13 +104,10 @@ impl Drop for DmaDeviceSlot {
 
 impl kernel::InPlaceModule for OdpHmmModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        pin_init::pin_init_scope(move || {
-            dma_device::init()?;
-            Ok(try_pin_init!(Self {
-                misc <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"odp_hmm" }),
-                edu <- driver::Registration::new(c"odp_hmm_edu", module),
-                slot: DmaDeviceSlot,
-            }))
+        try_pin_init!(Self {
+            slot: DmaDeviceSlot::new()?,
+            misc <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"odp_hmm" }),
+            edu <- driver::Registration::new(c"odp_hmm_edu", module),
         })
     }
 }

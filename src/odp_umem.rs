@@ -15,8 +15,10 @@
 //! callback takes it to publish its sequence number and unmap. It protects the mapping state
 //! ([`HmmDmaMap`]), the P2P cache and the counters. Lock order:
 //!
-//! 1. the device engine lock (`DmaDevice::engine`), held across a whole device copy;
-//! 2. the mmap lock, read side, only around `hmm_range_fault()`, never with `inner` held;
+//! 1. the device engine lock (`DmaDevice::engine`), held across the transfers of a device copy
+//!    (never across a fault: a copy faults its pages in first, then takes it);
+//! 2. the mmap lock, read side, only around `hmm_range_fault()`, never with `inner` or the engine
+//!    lock held;
 //! 3. `inner`.
 //!
 //! The mm calls the callback with its own locks held (the mmap lock during munmap) and from
@@ -66,6 +68,7 @@ use crate::{
             Invalidation, //
         },
         mm::lockdep_prime_reclaim,
+        sched::fatal_signal_pending,
     },
     link_plan::Link,
     p2p::P2pCache,
@@ -86,8 +89,8 @@ pub(crate) const FAULT_BATCH: usize = 512;
 /// How long a fault keeps retrying a range that keeps changing (`HMM_RANGE_DEFAULT_TIMEOUT`).
 const FAULT_TIMEOUT_MS: i64 = 1000;
 
-/// How many fault-then-access rounds a device access makes before giving up with `EBUSY`.
-const DEVICE_ACCESS_ATTEMPTS: usize = 16;
+/// Pages one device access may span: `ODP_HMM_DMA_MAX_LEN` (one page) at any offset.
+const MAX_ACCESS_PAGES: usize = 2;
 
 /// Counters of one registration, besides the mapping manager's.
 #[derive(Clone, Copy, Debug, Default)]
@@ -155,10 +158,43 @@ impl Scratch<'_> {
     }
 }
 
+/// Why a registration no longer maps anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Revoked {
+    /// It was unregistered (or its file closed): later calls on it fail with `ENOENT`.
+    Unregistered,
+    /// Its device is going away: later calls fail with `ENODEV`.
+    DeviceGone,
+}
+
+impl From<Revoked> for Error {
+    fn from(why: Revoked) -> Self {
+        match why {
+            Revoked::Unregistered => ENOENT,
+            Revoked::DeviceGone => ENODEV,
+        }
+    }
+}
+
+/// The mapping of a registration, or why there is none any more.
+enum MapSlot {
+    Live(HmmDmaMap),
+    Revoked(Revoked),
+}
+
+impl MapSlot {
+    /// The live mapping; `ENOENT` once unregistered, `ENODEV` once the device went.
+    fn live(&mut self) -> Result<&mut HmmDmaMap> {
+        match self {
+            Self::Live(map) => Ok(map),
+            Self::Revoked(why) => Err((*why).into()),
+        }
+    }
+}
+
 /// The state the update lock protects.
 struct Inner {
-    /// The mapping; `None` once the registration is revoked (its device is going away).
-    map: Option<HmmDmaMap>,
+    map: MapSlot,
     counters: UmemCounters,
 }
 
@@ -196,8 +232,8 @@ impl Invalidate for UmemState {
             Event::Other => self.range.overlap(inv.start(), inv.end()),
         };
         let start = Instant::<Monotonic>::now();
-        let unmapped = match (span, inner.map.as_mut()) {
-            (Some(span), Some(map)) => map.unmap(span.first, span.end, blockable),
+        let unmapped = match (span, inner.map.live()) {
+            (Some(span), Ok(map)) => map.unmap(span.first, span.end, blockable),
             _ => 0,
         };
         inner.counters.unmap_ns += elapsed_ns(start);
@@ -211,9 +247,7 @@ impl Invalidate for UmemState {
 }
 
 /// One ODP registration.
-#[pin_data]
 pub(crate) struct OdpUmem {
-    #[pin]
     notifier: IntervalNotifier<UmemState>,
     /// The registered address space (an `mmgrab` reference; faults take `mmget`).
     mm: ARef<Mm>,
@@ -237,27 +271,28 @@ impl OdpUmem {
     ) -> Result<Arc<Self>> {
         check_mapped(mm, &range)?;
         let map = HmmDmaMap::new(dev.dma(), backend, range.first_vpn(), range.npages())?;
-        let umem = Arc::pin_init(
-            try_pin_init!(Self {
-                notifier <- IntervalNotifier::insert(
-                    mm,
-                    range.start(),
-                    range.len(),
-                    try_pin_init!(UmemState {
-                        inner <- new_mutex!(
-                            Inner {
-                                map: Some(map),
-                                counters: UmemCounters::default(),
-                            },
-                            "UmemState::inner"
-                        ),
-                        range,
-                    }),
+        let notifier = IntervalNotifier::insert(
+            mm,
+            range.start(),
+            range.len(),
+            try_pin_init!(UmemState {
+                inner <- new_mutex!(
+                    Inner {
+                        map: MapSlot::Live(map),
+                        counters: UmemCounters::default(),
+                    },
+                    "UmemState::inner"
                 ),
+                range,
+            }),
+        )?;
+        let umem = Arc::new(
+            Self {
+                notifier,
                 mm: ARef::from(&**mm),
                 dev,
                 writable,
-            }),
+            },
             GFP_KERNEL,
         )?;
         lockdep_prime_reclaim(&umem.state().inner);
@@ -279,11 +314,10 @@ impl OdpUmem {
         &self.dev
     }
 
-    /// The backend, `ODP_HMM_DMA_MODE_*` and the IOVA of the first page (0 if none); `ENODEV`
-    /// once revoked.
+    /// The backend, `ODP_HMM_DMA_MODE_*` and the IOVA of the first page (0 if none).
     pub(crate) fn mapping_info(&self) -> Result<(Backend, u32, u64)> {
         let mut inner = self.state().inner.lock();
-        let map = inner.map.as_mut().ok_or(ENODEV)?;
+        let map = inner.map.live()?;
         let (mode, base) = map.dma_mode();
         Ok((map.backend(), mode, base))
     }
@@ -293,8 +327,9 @@ impl OdpUmem {
     /// # Errors
     ///
     /// `EPERM` for a write to a read-only registration or mapping, `EFAULT` if a page cannot be
-    /// faulted in, `ESRCH` if the address space exited, `ENODEV` once revoked, `EBUSY` if the
-    /// range kept changing for [`FAULT_TIMEOUT_MS`], and mapping errors.
+    /// faulted in, `ESRCH` if the address space exited, `ENOENT` once unregistered, `ENODEV` once
+    /// the device went, `EBUSY` if a batch kept changing for [`FAULT_TIMEOUT_MS`], `EINTR` if the
+    /// caller was sent a fatal signal (checked between batches and retries), and mapping errors.
     pub(crate) fn fault(&self, span: PageSpan, request: Request) -> Result<Faulted> {
         if request == Request::Write && !self.writable {
             return Err(EPERM);
@@ -306,6 +341,9 @@ impl OdpUmem {
         let mut links = KVec::from_elem(Link::default(), batch, GFP_KERNEL)?;
         let mut done = Faulted::default();
         for chunk in span.chunks(FAULT_BATCH) {
+            if fatal_signal_pending() {
+                return Err(EINTR);
+            }
             let begun = Instant::<Monotonic>::now();
             let mut scratch = Scratch {
                 words: &mut words[..chunk.len()],
@@ -318,6 +356,9 @@ impl OdpUmem {
                 self.state().inner.lock().counters.fault_retries += 1;
                 if begun.elapsed() > Delta::from_millis(FAULT_TIMEOUT_MS) {
                     return Err(EBUSY);
+                }
+                if fatal_signal_pending() {
+                    return Err(EINTR);
                 }
             };
             // CAST: Page counts fit `u64`.
@@ -358,7 +399,7 @@ impl OdpUmem {
         }
         let committing = Instant::<Monotonic>::now();
         let Inner { map, counters } = &mut *inner;
-        let map = map.as_mut().ok_or(ENODEV)?;
+        let map = map.live()?;
         counters.faults += 1;
         let valid = scratch
             .words
@@ -376,7 +417,7 @@ impl OdpUmem {
     pub(crate) fn snapshot(&self, first: usize, out: &mut [uapi::Page]) -> Result {
         let mut p2p = P2pCache::new(self.dev.dma().pci());
         let mut inner = self.state().inner.lock();
-        let map = inner.map.as_mut().ok_or(ENODEV)?;
+        let map = inner.map.live()?;
         for (i, slot) in out.iter_mut().enumerate() {
             let view = map.page(first + i, &mut p2p);
             *slot = page_entry(view.state, view.dma_addr);
@@ -384,88 +425,119 @@ impl OdpUmem {
         Ok(())
     }
 
-    /// Runs `access` on the DMA segments of `addr..addr + len` once every page is mapped
-    /// (writable if `write`), faulting missing pages in first, as a device with ODP would. It
-    /// runs under the update lock: the range cannot be invalidated until the access is over.
-    /// Returns its result and the number of pages that had to be faulted.
-    pub(crate) fn device_access<R>(
+    /// The pages of a device access of `len` bytes (1..=one page) at user address `addr`.
+    ///
+    /// # Errors
+    ///
+    /// `EOVERFLOW` if the access wraps the address space, `ERANGE` if it leaves the
+    /// registration, `E2BIG` if it spans more pages than a device access may.
+    fn access_span(&self, addr: u64, len: usize) -> Result<PageSpan> {
+        let page = PAGE_SIZE as u64;
+        // CAST: `len` is at most `ODP_HMM_DMA_MAX_LEN`.
+        let end = addr.checked_add(len as u64).ok_or(EOVERFLOW)?;
+        let first_page = addr - addr % page;
+        let end_page = end.checked_next_multiple_of(page).ok_or(EOVERFLOW)?;
+        let span = self
+            .range()
+            .sub_range(first_page, end_page - first_page)
+            .map_err(crate::device::range_errno)?;
+        if span.len() > MAX_ACCESS_PAGES {
+            return Err(E2BIG);
+        }
+        Ok(span)
+    }
+
+    /// Makes the pages of a device access of `len` bytes at `addr` reachable (writable if
+    /// `write`), faulting the missing ones in, as a device with ODP would on a page fault.
+    /// Returns the number of pages that were missing. Takes no device lock: faulting may wait
+    /// for the mm (a slow file, a userfaultfd handler).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::fault`], and those of the range checks (`EOVERFLOW`, `ERANGE`, `E2BIG`);
+    /// `EREMOTEIO` if a page is peer memory the device cannot reach.
+    pub(crate) fn prepare_access(&self, addr: u64, len: usize, write: bool) -> Result<u64> {
+        let span = self.access_span(addr, len)?;
+        let missing = {
+            let mut p2p = P2pCache::new(self.dev.dma().pci());
+            let mut inner = self.state().inner.lock();
+            let map = inner.map.live()?;
+            (span.first..span.end)
+                .filter(|&idx| {
+                    let view = map.page(idx, &mut p2p);
+                    view.dma_addr.is_none() || (write && !view.state.is_writable())
+                })
+                .count()
+        };
+        if missing > 0 {
+            let request = if write { Request::Write } else { Request::Read };
+            if self.fault(span, request)?.refused > 0 {
+                return Err(EREMOTEIO);
+            }
+        }
+        // CAST: At most `MAX_ACCESS_PAGES`.
+        Ok(missing as u64)
+    }
+
+    /// Runs `access` on the DMA segments of `addr..addr + len` if every page is reachable
+    /// (writable if `write`); `None`, without running it, if one is not (an invalidation came
+    /// after [`Self::prepare_access`]: prepare again). It runs under the update lock: the range
+    /// cannot be invalidated until the access is over.
+    pub(crate) fn access_mapped<R>(
         &self,
         addr: u64,
         len: usize,
         write: bool,
-        mut access: impl FnMut(&[DmaSeg]) -> Result<R>,
-    ) -> Result<(R, u64)> {
-        let page_mask = (PAGE_SIZE as u64) - 1;
-        // CAST: `len` is at most `ODP_HMM_DMA_MAX_LEN`.
-        let end = addr.checked_add(len as u64).ok_or(EOVERFLOW)?;
-        let first_page = addr & !page_mask;
-        let span = self
-            .range()
-            .sub_range(first_page, ((end + page_mask) & !page_mask) - first_page)
-            .map_err(crate::device::range_errno)?;
-        // A device access spans at most two pages (`ODP_HMM_DMA_MAX_LEN` is one page).
-        let mut dma = [0u64; 2];
-        if span.len() > dma.len() {
-            return Err(E2BIG);
-        }
-        let mut faults = 0;
-        for _ in 0..DEVICE_ACCESS_ATTEMPTS {
-            {
-                let mut p2p = P2pCache::new(self.dev.dma().pci());
-                let mut inner = self.state().inner.lock();
-                let map = inner.map.as_mut().ok_or(ENODEV)?;
-                let mut missing = 0;
-                for (slot, idx) in dma.iter_mut().zip(span.first..span.end) {
-                    let view = map.page(idx, &mut p2p);
-                    match view.dma_addr {
-                        Some(dma_addr) if !write || view.state.is_writable() => *slot = dma_addr,
-                        _ => missing += 1,
-                    }
-                }
-                if missing == 0 {
-                    // PANIC: `span` has at most `dma.len()` pages, checked above.
-                    let segs = dma_segments(addr, len, PAGE_SIZE as u64, &dma[..span.len()]);
-                    return Ok((access(segs.as_slice())?, faults));
-                }
-                faults += missing;
+        access: impl FnOnce(&[DmaSeg]) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let span = self.access_span(addr, len)?;
+        let mut dma = [0u64; MAX_ACCESS_PAGES];
+        let mut p2p = P2pCache::new(self.dev.dma().pci());
+        let mut inner = self.state().inner.lock();
+        let map = inner.map.live()?;
+        for (slot, idx) in dma.iter_mut().zip(span.first..span.end) {
+            let view = map.page(idx, &mut p2p);
+            match view.dma_addr {
+                Some(dma_addr) if !write || view.state.is_writable() => *slot = dma_addr,
+                _ => return Ok(None),
             }
-            let request = if write { Request::Write } else { Request::Read };
-            self.fault(span, request)?;
         }
-        Err(EBUSY)
+        // PANIC: `span` has at most `MAX_ACCESS_PAGES` pages (`access_span`).
+        let segs = dma_segments(addr, len, PAGE_SIZE as u64, &dma[..span.len()]);
+        access(segs.as_slice()).map(Some)
     }
 
     /// Counters and gauges; `ENODEV` once revoked.
     pub(crate) fn stats(&self) -> UmemStats {
         let mut inner = self.state().inner.lock();
         let counters = inner.counters;
-        match inner.map.as_mut() {
-            Some(map) => UmemStats {
+        match inner.map.live() {
+            Ok(map) => UmemStats {
                 umem: counters,
                 map: map.counters(),
                 iova_bytes: map.iova_bytes(),
                 bookkeeping_bytes: map.bookkeeping_bytes(),
                 pages_now: map.mapped_pages(),
             },
-            None => UmemStats {
+            Err(_) => UmemStats {
                 umem: counters,
                 ..Default::default()
             },
         }
     }
 
-    /// Unmaps everything and releases the IOVA window; later calls fail with `ENODEV`. Used when
-    /// the registration is dropped and when its device goes away (the notifier stays until the
-    /// registration is freed). Returns the final counters.
-    pub(crate) fn revoke(&self) -> UmemStats {
+    /// Unmaps everything and releases the IOVA window; later calls fail with the errno of `why`.
+    /// Used when the registration is unregistered and when its device goes away (the notifier
+    /// stays until the registration is freed). Returns the final counters.
+    pub(crate) fn revoke(&self, why: Revoked) -> UmemStats {
         let mut inner = self.state().inner.lock();
         let mut stats = UmemStats {
             umem: inner.counters,
             ..Default::default()
         };
-        if let Some(mut map) = inner.map.take() {
+        if let MapSlot::Live(mut map) = core::mem::replace(&mut inner.map, MapSlot::Revoked(why)) {
             // Under the lock: until the pages are unmapped, an invalidation must still wait for
-            // them (once `map` is taken it finds nothing to do).
+            // them (once the slot is revoked it finds nothing to do).
             map.unmap_all();
             stats.map = map.counters();
             drop(map);

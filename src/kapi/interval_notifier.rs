@@ -10,7 +10,10 @@
 //! between. The invalidation callback takes the same update lock and calls
 //! [`Invalidation::set_seq`] under it before it tears anything down.
 
-use core::marker::PhantomPinned;
+use core::{
+    marker::PhantomPinned,
+    ptr::NonNull, //
+};
 
 use kernel::{
     bindings,
@@ -84,81 +87,98 @@ impl Invalidation<'_> {
     }
 }
 
-/// An mmu interval notifier over a range of one address space, with the data `T` its callback
-/// works on.
-///
-/// # Invariants
-///
-/// - While `inserted` is true, `raw` is inserted in the interval tree of an mm, with ops that
-///   call `T::invalidate` on `data`; it is removed before `self` is dropped.
-/// - `raw` never moves: the interval tree points at it.
-#[pin_data(PinnedDrop)]
-pub(crate) struct IntervalNotifier<T: Invalidate> {
+/// The notifier and its data, in an allocation of their own that never moves: the interval tree
+/// points at `raw`, and a callback may use `data` until the notifier is removed.
+#[pin_data]
+struct Node<T: Invalidate> {
     #[pin]
     raw: Opaque<bindings::mmu_interval_notifier>,
-    inserted: bool,
     #[pin]
     data: T,
     #[pin]
     _pin: PhantomPinned,
 }
 
-// SAFETY: The C notifier may be used from any thread; `T` is `Send + Sync`.
+/// An mmu interval notifier over a range of one address space, with the data `T` its callback
+/// works on.
+///
+/// # Invariants
+///
+/// `node` points to a pinned [`Node`] allocated by `KBox` and owned by this value, whose `raw` is
+/// inserted in the interval tree of an mm with ops that call `T::invalidate` on its `data`. The
+/// node is reached only through shared references (here and from the callback) and only freed
+/// after the notifier is removed, so no `&mut` to it ever coexists with a running callback.
+pub(crate) struct IntervalNotifier<T: Invalidate> {
+    node: NonNull<Node<T>>,
+}
+
+// SAFETY: The C notifier may be used from any thread; `T` is `Send + Sync`, and the node is owned.
 unsafe impl<T: Invalidate> Send for IntervalNotifier<T> {}
 // SAFETY: The only `&self` operations on the C notifier (`read_begin`, `read_retry`) are safe to
 // call concurrently; `T` is `Sync`.
 unsafe impl<T: Invalidate> Sync for IntervalNotifier<T> {}
 
 impl<T: Invalidate> IntervalNotifier<T> {
-    /// Creates a notifier over `start..start + len` of `mm` and inserts it, with `data` for its
-    /// callback. It must not be called with `mm`'s mmap lock held.
-    pub(crate) fn insert<'a>(
-        mm: &'a MmWithUser,
+    /// Creates a notifier over `start..start + len` of `mm` with `data` for its callback, and
+    /// inserts it. It must not be called with `mm`'s mmap lock held.
+    pub(crate) fn insert(
+        mm: &MmWithUser,
         start: u64,
         len: u64,
-        data: impl PinInit<T, Error> + 'a,
-    ) -> impl PinInit<Self, Error> + 'a
-    where
-        T: 'a,
-    {
-        try_pin_init!(Self {
-            raw: Opaque::zeroed(),
-            inserted: false,
-            data <- data,
-            _pin: PhantomPinned,
-        })
-        .pin_chain(move |this| {
-            // SAFETY: `raw` is zeroed and pinned at its final address (the chain runs after
-            // initialisation); `mm` has users, as the caller holds it; `OPS` calls back into
-            // `Self` through `container_of`.
-            to_result(unsafe {
-                bindings::mmu_interval_notifier_insert(
-                    this.raw.get(),
-                    mm.as_raw(),
-                    // CAST: User addresses fit `unsigned long` (see `kapi`).
-                    start as usize,
-                    len as usize,
-                    &Self::OPS,
-                )
-            })?;
-            // SAFETY: `inserted` is not structurally pinned; nothing is moved.
-            let this = unsafe { this.get_unchecked_mut() };
-            // INVARIANT: The notifier is inserted now, and stays at this address.
-            this.inserted = true;
-            Ok(())
-        })
+        data: impl PinInit<T, Error>,
+    ) -> Result<Self> {
+        let node = KBox::pin_init(
+            try_pin_init!(Node {
+                raw: Opaque::zeroed(),
+                data <- data,
+                _pin: PhantomPinned,
+            }),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: The node is never moved out of its allocation: it is only reached through the
+        // pointer from now on, and freed in place (`Drop`).
+        let node = NonNull::from(KBox::leak(unsafe { Pin::into_inner_unchecked(node) }));
+        // SAFETY: `raw` is zeroed and will not move (above); `mm` has users, as the caller holds
+        // it; `OPS` calls back into `Node<T>` through `container_of`; the node is alive.
+        let inserted = to_result(unsafe {
+            bindings::mmu_interval_notifier_insert(
+                node.as_ref().raw.get(),
+                mm.as_raw(),
+                // CAST: User addresses fit `unsigned long` (see `kapi`).
+                start as usize,
+                len as usize,
+                &Self::OPS,
+            )
+        });
+        if let Err(err) = inserted {
+            // SAFETY: The node came from `KBox` above and was never inserted: nothing else can
+            // reach it.
+            drop(unsafe { KBox::from_raw(node.as_ptr()) });
+            return Err(err);
+        }
+        // INVARIANT: The notifier is inserted, in a node owned by the value returned.
+        Ok(Self { node })
+    }
+
+    fn node(&self) -> &Node<T> {
+        // SAFETY: The node is alive while `self` is (the type invariants), and only ever shared.
+        unsafe { self.node.as_ref() }
+    }
+
+    fn raw(&self) -> *mut bindings::mmu_interval_notifier {
+        self.node().raw.get()
     }
 
     /// The data the callback works on.
     pub(crate) fn data(&self) -> &T {
-        &self.data
+        &self.node().data
     }
 
     /// Begins a read of the range: the sequence number to check with [`Self::read_retry`].
     /// Sleeps while an invalidation of the range is in progress.
     pub(crate) fn read_begin(&self) -> u64 {
         // SAFETY: `raw` is inserted by the type invariants.
-        let seq = unsafe { bindings::mmu_interval_read_begin(self.raw.get()) };
+        let seq = unsafe { bindings::mmu_interval_read_begin(self.raw()) };
         // CAST: `unsigned long` is 64 bits wide here (see `kapi`).
         seq as u64
     }
@@ -168,12 +188,12 @@ impl<T: Invalidate> IntervalNotifier<T> {
     pub(crate) fn read_retry(&self, seq: u64) -> bool {
         // SAFETY: `raw` is inserted by the type invariants.
         // CAST: `seq` came from `read_begin` as an `unsigned long`.
-        unsafe { odp::odp_shim_mmu_interval_read_retry(self.raw.get(), seq as usize) }
+        unsafe { odp::odp_shim_mmu_interval_read_retry(self.raw(), seq as usize) }
     }
 
     /// The raw notifier, for `struct hmm_range`.
     pub(crate) fn as_raw(&self) -> *mut bindings::mmu_interval_notifier {
-        self.raw.get()
+        self.raw()
     }
 
     const OPS: bindings::mmu_interval_notifier_ops = bindings::mmu_interval_notifier_ops {
@@ -183,7 +203,7 @@ impl<T: Invalidate> IntervalNotifier<T> {
 
     /// # Safety
     ///
-    /// Called by the mm with `sub` the `raw` field of a live `IntervalNotifier<T>` (inserted with
+    /// Called by the mm with `sub` the `raw` field of a live `Node<T>` (inserted with
     /// [`Self::OPS`]) and `range` a valid range, for the duration of the call.
     unsafe extern "C" fn invalidate_callback(
         sub: *mut bindings::mmu_interval_notifier,
@@ -191,27 +211,27 @@ impl<T: Invalidate> IntervalNotifier<T> {
         cur_seq: c_ulong,
     ) -> bool {
         let raw = Opaque::cast_from(sub).cast_mut();
-        // SAFETY: `sub` is the `raw` field of a `Self`, which stays alive while it is inserted
-        // (it is removed, waiting for running callbacks, before it is dropped).
-        let this = unsafe { &*kernel::container_of!(raw, Self, raw) };
+        // SAFETY: `sub` is the `raw` field of a `Node<T>`, which stays alive while it is inserted
+        // (it is removed, waiting for running callbacks, before it is freed); it is only shared.
+        let node = unsafe { &*kernel::container_of!(raw, Node<T>, raw) };
         let inv = Invalidation {
             sub,
             // SAFETY: The mm passes a valid range for the duration of the callback.
             range: unsafe { &*range },
             cur_seq,
         };
-        this.data.invalidate(&inv)
+        node.data.invalidate(&inv)
     }
 }
 
-#[pinned_drop]
-impl<T: Invalidate> PinnedDrop for IntervalNotifier<T> {
-    fn drop(self: Pin<&mut Self>) {
-        if self.inserted {
-            // SAFETY: The notifier is inserted by the type invariants; removing it waits for any
-            // running callback, after which none runs again. The caller holds no lock the
-            // callback takes (drops happen outside the update lock).
-            unsafe { bindings::mmu_interval_notifier_remove(self.raw.get()) };
-        }
+impl<T: Invalidate> Drop for IntervalNotifier<T> {
+    fn drop(&mut self) {
+        // SAFETY: The notifier is inserted by the type invariants; removing it waits for any
+        // running callback, after which none runs again. The caller holds no lock the callback
+        // takes (drops happen outside the update lock).
+        unsafe { bindings::mmu_interval_notifier_remove(self.raw()) };
+        // SAFETY: The node came from `KBox` and nothing can reach it any more: the notifier is
+        // removed, and `self` goes.
+        drop(unsafe { KBox::from_raw(self.node.as_ptr()) });
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! They are declared in the C shim (`src/shim/odp_shim.c`), because the `module!` macro has no
 //! string parameters; the shim validates them when the module is loaded, so what is read here
-//! is always well-formed.
+//! is always well-formed. The writable ones are read afresh at each use.
 
 use kernel::{
     prelude::*,
@@ -33,4 +33,22 @@ pub(crate) fn dma_device() -> Option<&'static CStr> {
 pub(crate) fn debug_raw_dma() -> bool {
     // SAFETY: Reads a module parameter; always safe.
     unsafe { odp::odp_shim_param_debug_raw_dma() }
+}
+
+/// `copy_timeout_ms=`: how long a device transfer may take (writable at run time).
+pub(crate) fn copy_timeout_ms() -> u32 {
+    // SAFETY: Reads a module parameter; always safe.
+    unsafe { odp::odp_shim_param_copy_timeout_ms() }
+}
+
+/// `file_limit_mb=`: the most memory one open file may have registered, in bytes; `None` for no
+/// limit (writable at run time).
+pub(crate) fn file_limit_bytes() -> Option<u64> {
+    // SAFETY: Reads a module parameter; always safe.
+    let mb = unsafe { odp::odp_shim_param_file_limit_mb() };
+    // CAST: `unsigned long` is 64 bits wide here (see `kapi`).
+    match mb as u64 {
+        0 => None,
+        mb => Some(mb.saturating_mul(1 << 20)),
+    }
 }

@@ -11,11 +11,16 @@ use core::ptr::{
 
 use kernel::{
     bindings,
+    error::to_result,
     pci,
+    prelude::*,
     sync::aref::ARef, //
 };
 
-use crate::pci_addr::PciAddr;
+use crate::{
+    bindings as odp,
+    pci_addr::PciAddr, //
+};
 
 /// The raw `struct pci_dev` of `dev`.
 pub(crate) fn raw_pci(dev: &pci::Device) -> *mut bindings::pci_dev {
@@ -81,4 +86,51 @@ impl Location {
             devfn,
         }
     }
+}
+
+/// Turns bus mastering off (`pci_clear_master()`): the device can no longer reach memory.
+pub(crate) fn clear_bus_master(dev: &pci::Device) {
+    // SAFETY: `dev` is a valid `struct pci_dev` by its type invariants.
+    unsafe { bindings::pci_clear_master(raw_pci(dev)) };
+}
+
+/// Watches the PCI bus for devices that are about to be removed (`BUS_NOTIFY_DEL_DEVICE`) and
+/// tells [`crate::dma_device::pci_device_removed`], before the device's IOMMU group goes. One
+/// watch at a time (the shim's notifier block is static): the module makes one at load.
+///
+/// # Invariants
+///
+/// The shim's notifier is registered on the PCI bus while this value lives.
+pub(crate) struct RemovalWatch(());
+
+impl RemovalWatch {
+    /// Starts watching.
+    pub(crate) fn new() -> Result<Self> {
+        // SAFETY: Always safe to call; paired with the unwatch in `Drop`.
+        to_result(unsafe { odp::odp_shim_watch_pci_removal() })?;
+        // INVARIANT: The notifier is registered.
+        Ok(Self(()))
+    }
+}
+
+impl Drop for RemovalWatch {
+    fn drop(&mut self) {
+        // SAFETY: The notifier is registered by the type invariants; unregistering waits for a
+        // running callback.
+        unsafe { odp::odp_shim_unwatch_pci_removal() };
+    }
+}
+
+/// Called by the shim's PCI bus notifier for a device about to be removed.
+///
+/// # Safety
+///
+/// `pdev` must be a valid `struct pci_dev` for the duration of the call (the bus notifier runs
+/// while the device is being deleted, before it is freed).
+#[no_mangle]
+unsafe extern "C" fn odp_hmm_pci_device_removed(pdev: *mut bindings::pci_dev) {
+    // SAFETY: `pdev` is valid for the call (the caller's guarantee); `pci::Device` is a
+    // transparent wrapper around `struct pci_dev`.
+    let dev = unsafe { &*pdev.cast::<pci::Device>() };
+    crate::dma_device::pci_device_removed(dev);
 }

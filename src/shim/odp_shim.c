@@ -73,6 +73,16 @@ module_param(debug_raw_dma, bool, 0444);
 MODULE_PARM_DESC(debug_raw_dma,
 		 "Allow ODP_HMM_DMA_SRC_RAW_IOVA (device reads an unchecked DMA address; for tests). Default: off");
 
+static unsigned int copy_timeout_ms = 5000;
+module_param(copy_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(copy_timeout_ms,
+		 "How long a device transfer may take, in ms (default 5000). After a timeout bus mastering is turned off and the copy engine stays disabled (later copies: EIO) until the device is rebound");
+
+static unsigned long file_limit_mb = 64 * 1024;
+module_param(file_limit_mb, ulong, 0644);
+MODULE_PARM_DESC(file_limit_mb,
+		 "Most memory one open file of /dev/odp_hmm may have registered at a time, in MiB: what bounds its IOVA space and its 8-16 bytes of kernel memory per 4 KiB page (default 65536: 64 GiB; 0: no limit). A registration beyond it fails with ENOSPC");
+
 int odp_shim_param_backend(void)
 {
 	return backend;
@@ -86,6 +96,16 @@ const char *odp_shim_param_dma_device(void)
 bool odp_shim_param_debug_raw_dma(void)
 {
 	return debug_raw_dma;
+}
+
+unsigned int odp_shim_param_copy_timeout_ms(void)
+{
+	return READ_ONCE(copy_timeout_ms);
+}
+
+unsigned long odp_shim_param_file_limit_mb(void)
+{
+	return READ_ONCE(file_limit_mb);
 }
 
 /* ---- <linux/mmu_notifier.h> ------------------------------------------- */
@@ -314,6 +334,33 @@ bool odp_shim_pci_acs_redirects(struct pci_dev *pdev)
 int odp_shim_p2pdma_distance(struct pci_dev *provider, struct device *client)
 {
 	return pci_p2pdma_distance_many(provider, &client, 1, false);
+}
+
+/*
+ * The PCI bus notifier: a device about to be removed (echo 1 > .../remove, hot
+ * unplug) is reported before its driver is gone and before its IOMMU group is
+ * released (BUS_NOTIFY_REMOVED_DEVICE), so its mappings can still be undone.
+ */
+static int odp_shim_pci_notify(struct notifier_block *nb, unsigned long action,
+			       void *data)
+{
+	if (action == BUS_NOTIFY_DEL_DEVICE)
+		odp_hmm_pci_device_removed(to_pci_dev(data));
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block odp_shim_pci_nb = {
+	.notifier_call = odp_shim_pci_notify,
+};
+
+int odp_shim_watch_pci_removal(void)
+{
+	return bus_register_notifier(&pci_bus_type, &odp_shim_pci_nb);
+}
+
+void odp_shim_unwatch_pci_removal(void)
+{
+	bus_unregister_notifier(&pci_bus_type, &odp_shim_pci_nb);
 }
 
 void odp_shim_pci_dev_put(struct pci_dev *pdev)

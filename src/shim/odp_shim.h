@@ -26,6 +26,9 @@ enum odp_shim_backend {
 int odp_shim_param_backend(void);
 const char *odp_shim_param_dma_device(void);
 bool odp_shim_param_debug_raw_dma(void);
+/* Writable at run time (mode 0644): read them each time. */
+unsigned int odp_shim_param_copy_timeout_ms(void);
+unsigned long odp_shim_param_file_limit_mb(void);
 
 /* <linux/mmu_notifier.h> inline helpers. */
 void odp_shim_mmu_interval_set_seq(struct mmu_interval_notifier *sub,
@@ -73,6 +76,10 @@ struct pci_dev *odp_shim_pci_upstream_bridge(struct pci_dev *pdev);
 bool odp_shim_pci_acs_redirects(struct pci_dev *pdev);
 int odp_shim_p2pdma_distance(struct pci_dev *provider, struct device *client);
 void odp_shim_pci_dev_put(struct pci_dev *pdev);
+/* The PCI bus removal watch; it calls odp_hmm_pci_device_removed() (Rust). */
+int odp_shim_watch_pci_removal(void);
+void odp_shim_unwatch_pci_removal(void);
+void odp_hmm_pci_device_removed(struct pci_dev *pdev);
 /*
  * The kernel's own pci_p2pdma_state(), where the kernel exports what it needs
  * (ODP_SHIM_HAVE_P2PDMA_STATE, probed by Kbuild): a PCI_P2PDMA_MAP_* value,

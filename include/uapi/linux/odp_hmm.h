@@ -19,22 +19,38 @@
  *   EFAULT      the range is not (fully) backed by a mapping, or a user
  *               pointer cannot be accessed
  *   ERANGE      a sub-range is not inside the registration it names
- *   ENOENT      unknown handle (also on a second unregister)
+ *   ENOENT      unknown handle (also on a second unregister, and for a call
+ *               that raced the unregister of its handle)
  *   E2BIG       snapshot of more than ODP_HMM_SNAPSHOT_MAX_PAGES pages,
  *               device copy longer than ODP_HMM_DMA_MAX_LEN
  *   EPERM       write access to a read-only registration or mapping; a debug
- *               ioctl that the module was not loaded to allow; an ioctl from
- *               a process other than the one that opened the device
+ *               ioctl that the module was not loaded to allow; REGISTER,
+ *               UNREGISTER, FAULT, SNAPSHOT or DMA from another address space
+ *               than the one that opened the file (a forked child, a process
+ *               the file descriptor was passed to). INFO and STATS only read,
+ *               and work for any holder of the file.
+ *   ENOSPC      the registration would take the file's registered memory
+ *               beyond the module parameter file_limit_mb (default 64 GiB),
+ *               which bounds its IOVA space and kernel memory
+ *   ENOMEM      kernel memory for the per-page state (8 or 16 bytes per 4 KiB
+ *               page, charged to the caller's memory cgroup) or the IOVA
+ *               space cannot be had
  *   ESRCH       the registered address space has exited
  *   EOPNOTSUPP  the DMA device has no copy engine (see ODP_HMM_INFO_COPY_ENGINE);
  *               or, at registration, it cannot take HMM mappings (they would
  *               be bounced or need cache maintenance)
  *   EREMOTEIO   a page is PCI peer memory that the DMA device cannot reach
- *               (no P2P path in the topology); the fault still maps every
- *               other page and writes its output fields
- *   ENODEV      the DMA device is gone
- *   EBUSY       the range kept changing under the fault for a whole second
- *   ETIMEDOUT   the device did not finish a copy
+ *               (no P2P path in the topology); a fault still maps every
+ *               other page and writes its output fields, a device copy moves
+ *               nothing
+ *   ENODEV      the DMA device is gone (unbound, or removed from the bus)
+ *   EBUSY       the range kept changing under the fault for a whole second,
+ *               or under a device copy for 16 attempts
+ *   EINTR       the caller got a fatal signal during a fault or a device copy
+ *   ETIMEDOUT   the device did not finish a copy within copy_timeout_ms; its
+ *               bus mastering is turned off before the call returns
+ *   EIO         the copy engine is disabled after such a timeout (rebind the
+ *               device to get it back), or a mapping call failed
  *   ENOTTY      unknown ioctl
  */
 #ifndef _UAPI_LINUX_ODP_HMM_H
