@@ -131,16 +131,16 @@ impl Region {
     fn new(len: usize, thp: bool) -> Result<Self, String> {
         // SAFETY: A fresh mapping chosen by the kernel, with room to align it to 2 MiB.
         let raw = unsafe {
-            sys::mmap(
+            libc::mmap(
                 std::ptr::null_mut(),
                 len + HUGE,
-                sys::PROT_READ | sys::PROT_WRITE,
-                sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             )
         };
-        if raw == sys::MAP_FAILED {
+        if raw == libc::MAP_FAILED {
             return Err(format!("mmap: {}", std::io::Error::last_os_error()));
         }
         let start = (raw as usize + HUGE - 1) & !(HUGE - 1);
@@ -148,15 +148,15 @@ impl Region {
         // SAFETY: Trims our own mapping to `start..start + len`, then advises and populates it.
         unsafe {
             if head > 0 {
-                sys::munmap(raw, head);
+                libc::munmap(raw, head);
             }
-            sys::munmap((start + len) as *mut sys::c_void, HUGE - head);
+            libc::munmap((start + len) as *mut libc::c_void, HUGE - head);
             let advice = if thp {
-                sys::MADV_HUGEPAGE
+                libc::MADV_HUGEPAGE
             } else {
-                sys::MADV_NOHUGEPAGE
+                libc::MADV_NOHUGEPAGE
             };
-            sys::madvise(start as *mut sys::c_void, len, advice);
+            libc::madvise(start as *mut libc::c_void, len, advice);
             let ps = page_size();
             for off in (0..len).step_by(ps) {
                 *((start + off) as *mut u8) = off as u8;
@@ -174,7 +174,7 @@ impl Region {
 
     fn unmap(&self, off: usize, len: usize) {
         // SAFETY: Part of our own mapping.
-        unsafe { sys::munmap(self.ptr.add(off).cast(), len) };
+        unsafe { libc::munmap(self.ptr.add(off).cast(), len) };
     }
 }
 

@@ -75,15 +75,15 @@ fn unprivileged_open_refused() -> TestResult {
     let code = in_child(|| {
         // SAFETY: Plain syscalls in the forked child.
         unsafe {
-            if sys::setgroups(0, std::ptr::null()) != 0
-                || sys::setgid(65534) != 0
-                || sys::setuid(65534) != 0
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
             {
                 return 2;
             }
         }
         match Device::open() {
-            Err(e) if e.raw_os_error() == Some(sys::EACCES) => 0,
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => 0,
             Err(_) => 3,
             Ok(_) => 1,
         }
@@ -111,7 +111,7 @@ fn unknown_ioctl_enotty() -> TestResult {
     for cmd in [unknown_nr, foreign, wrong_size] {
         // SAFETY: The module does not know these ioctls; `arg` is large enough anyway.
         let r = unsafe { dev.raw_ioctl(cmd, &mut arg) };
-        expect_errno(r, sys::ENOTTY, &format!("ioctl {cmd:#x}"))?;
+        expect_errno(r, libc::ENOTTY, &format!("ioctl {cmd:#x}"))?;
     }
     // The device still answers.
     dev.info()?;
@@ -219,12 +219,12 @@ fn unbind_revokes_registrations() -> TestResult {
     let result = (|| -> TestResult {
         expect_errno(
             dev.fault(reg.handle, m.addr(), ps as u64, 0),
-            sys::ENODEV,
+            libc::ENODEV,
             "fault after unbind",
         )?;
         expect_errno(
             dev.snapshot(reg.handle, m.addr(), 1),
-            sys::ENODEV,
+            libc::ENODEV,
             "snapshot after unbind",
         )?;
         expect_errno(
@@ -233,10 +233,10 @@ fn unbind_revokes_registrations() -> TestResult {
                 (reg.handle, m.addr() + ps as u64),
                 64,
             ),
-            sys::ENODEV,
+            libc::ENODEV,
             "device copy after unbind",
         )?;
-        expect_errno(dev.info(), sys::ENODEV, "info without a DMA device")?;
+        expect_errno(dev.info(), libc::ENODEV, "info without a DMA device")?;
         check_eq!(
             dev.stats(reg.handle)?.pages_now,
             0,
@@ -288,7 +288,7 @@ fn dma_device_param() -> TestResult {
     // It has no copy engine: the device copy says so.
     expect_errno(
         copy_in(&dev, &m, &reg, 0, ps, 64),
-        sys::EOPNOTSUPP,
+        libc::EOPNOTSUPP,
         "device copy without a copy engine",
     )?;
     dev.unregister(reg.handle)?;

@@ -225,17 +225,17 @@ fn bad_register_inputs() -> TestResult {
     let a = m.addr();
     let len = m.len() as u64;
     let cases: &[(&str, u64, u64, u32, u32, i32)] = &[
-        ("unaligned address", a + 1, len, RW, 0, sys::EINVAL),
-        ("zero length", a, 0, RW, 0, sys::EINVAL),
-        ("unaligned length", a, len - 1, RW, 0, sys::EINVAL),
-        ("wrapping range", !0xfff, 0x2000, RW, 0, sys::EOVERFLOW),
+        ("unaligned address", a + 1, len, RW, 0, libc::EINVAL),
+        ("zero length", a, 0, RW, 0, libc::EINVAL),
+        ("unaligned length", a, len - 1, RW, 0, libc::EINVAL),
+        ("wrapping range", !0xfff, 0x2000, RW, 0, libc::EOVERFLOW),
         (
             "range beyond user space",
             0x7fff_ffff_f000,
             0x10_0000_0000,
             RW,
             0,
-            sys::EOVERFLOW,
+            libc::EOVERFLOW,
         ),
         (
             "range outside any mapping",
@@ -243,7 +243,7 @@ fn bad_register_inputs() -> TestResult {
             4 * ps() as u64,
             RW,
             0,
-            sys::EFAULT,
+            libc::EFAULT,
         ),
         (
             "range running into a hole",
@@ -251,7 +251,7 @@ fn bad_register_inputs() -> TestResult {
             8 * ps() as u64,
             RW,
             0,
-            sys::EFAULT,
+            libc::EFAULT,
         ),
         (
             "no read access",
@@ -259,10 +259,10 @@ fn bad_register_inputs() -> TestResult {
             len,
             ODP_HMM_ACCESS_WRITE,
             0,
-            sys::EINVAL,
+            libc::EINVAL,
         ),
-        ("unknown flag", a, len, RW | 0x100, 0, sys::EINVAL),
-        ("unknown backend", a, len, RW, 99, sys::EINVAL),
+        ("unknown flag", a, len, RW | 0x100, 0, libc::EINVAL),
+        ("unknown backend", a, len, RW, 99, libc::EINVAL),
     ];
     for &(what, addr, length, flags, backend, errno) in cases {
         expect_errno(dev.register(addr, length, flags, backend), errno, what)?;
@@ -280,17 +280,17 @@ fn bad_handle_inputs() -> TestResult {
     let (dev, reg) = register(&m, RW)?;
     expect_errno(
         dev.unregister(0xdead_beef),
-        sys::ENOENT,
+        libc::ENOENT,
         "unregister of an unknown handle",
     )?;
     expect_errno(
         dev.stats(0xdead_beef),
-        sys::ENOENT,
+        libc::ENOENT,
         "stats of an unknown handle",
     )?;
     expect_errno(
         dev.fault(0xdead_beef, m.addr(), ps() as u64, 0),
-        sys::ENOENT,
+        libc::ENOENT,
         "fault of an unknown handle",
     )?;
     let mut arg = odp_hmm_unregister {
@@ -301,17 +301,21 @@ fn bad_handle_inputs() -> TestResult {
     // SAFETY: The ioctl takes a `struct odp_hmm_unregister`.
     expect_errno(
         unsafe { dev.raw_ioctl(ODP_HMM_IOC_UNREGISTER, &mut arg) },
-        sys::EINVAL,
+        libc::EINVAL,
         "unregister with a reserved field set",
     )?;
     dev.unregister(reg.handle)?;
-    expect_errno(dev.unregister(reg.handle), sys::ENOENT, "double unregister")?;
+    expect_errno(
+        dev.unregister(reg.handle),
+        libc::ENOENT,
+        "double unregister",
+    )?;
     // Handles are never reused: a new registration does not answer to the old handle.
     let again = dev.register(m.addr(), m.len() as u64, RW, 0)?;
     check!(again.handle != reg.handle, "a handle was reused");
     expect_errno(
         dev.unregister(reg.handle),
-        sys::ENOENT,
+        libc::ENOENT,
         "unregister of a dropped handle",
     )?;
     dev.unregister(again.handle)?;
@@ -323,19 +327,19 @@ fn bad_fault_inputs() -> TestResult {
     let (dev, reg) = register(&m, RW)?;
     let (a, p) = (m.addr(), ps() as u64);
     let cases: &[(&str, u64, u64, u32, i32)] = &[
-        ("unknown flag", a, p, 0x80, sys::EINVAL),
+        ("unknown flag", a, p, 0x80, libc::EINVAL),
         (
             "write and no-fault together",
             a,
             p,
             ODP_HMM_FAULT_WRITE | ODP_HMM_FAULT_NO_FAULT,
-            sys::EINVAL,
+            libc::EINVAL,
         ),
-        ("unaligned address", a + 8, p, 0, sys::EINVAL),
-        ("zero length", a, 0, 0, sys::EINVAL),
-        ("before the registration", a - p, p, 0, sys::ERANGE),
-        ("past the registration", a + 7 * p, 2 * p, 0, sys::ERANGE),
-        ("wrapping range", a, !0xfff, 0, sys::EOVERFLOW),
+        ("unaligned address", a + 8, p, 0, libc::EINVAL),
+        ("zero length", a, 0, 0, libc::EINVAL),
+        ("before the registration", a - p, p, 0, libc::ERANGE),
+        ("past the registration", a + 7 * p, 2 * p, 0, libc::ERANGE),
+        ("wrapping range", a, !0xfff, 0, libc::EOVERFLOW),
     ];
     for &(what, addr, len, flags, errno) in cases {
         expect_errno(dev.fault(reg.handle, addr, len, flags), errno, what)?;
@@ -369,18 +373,18 @@ fn bad_snapshot_inputs() -> TestResult {
     let a = m.addr();
     expect_errno(
         snap(u64::from(ODP_HMM_SNAPSHOT_MAX_PAGES) + 1, a, 0, buf),
-        sys::E2BIG,
+        libc::E2BIG,
         "oversized buffer",
     )?;
-    expect_errno(snap(0, a, 0, buf), sys::EINVAL, "zero pages")?;
-    expect_errno(snap(1, a, 1, buf), sys::EINVAL, "flags set")?;
+    expect_errno(snap(0, a, 0, buf), libc::EINVAL, "zero pages")?;
+    expect_errno(snap(1, a, 1, buf), libc::EINVAL, "flags set")?;
     expect_errno(
         snap(9, a, 0, buf),
-        sys::ERANGE,
+        libc::ERANGE,
         "more pages than registered",
     )?;
-    expect_errno(snap(1, a + 1, 0, buf), sys::EINVAL, "unaligned address")?;
-    expect_errno(snap(1, a, 0, 8), sys::EFAULT, "bad user pointer")?;
+    expect_errno(snap(1, a + 1, 0, buf), libc::EINVAL, "unaligned address")?;
+    expect_errno(snap(1, a, 0, 8), libc::EFAULT, "bad user pointer")?;
     snap(8, a, 0, buf)?;
     dev.unregister(reg.handle)?;
     module_works(&dev)
@@ -401,7 +405,7 @@ fn bad_dma_inputs() -> TestResult {
         (
             "zero length",
             odp_hmm_dma { length: 0, ..base },
-            sys::EINVAL,
+            libc::EINVAL,
         ),
         (
             "longer than the device buffer",
@@ -409,7 +413,7 @@ fn bad_dma_inputs() -> TestResult {
                 length: 4097,
                 ..base
             },
-            sys::E2BIG,
+            libc::E2BIG,
         ),
         (
             "unknown flag",
@@ -417,7 +421,7 @@ fn bad_dma_inputs() -> TestResult {
                 flags: 0x100,
                 ..base
             },
-            sys::EINVAL,
+            libc::EINVAL,
         ),
         (
             "two source flags",
@@ -425,7 +429,7 @@ fn bad_dma_inputs() -> TestResult {
                 flags: ODP_HMM_DMA_SRC_DEVBUF | ODP_HMM_DMA_SRC_RAW_IOVA,
                 ..base
             },
-            sys::EINVAL,
+            libc::EINVAL,
         ),
         (
             "buffer to buffer",
@@ -435,7 +439,7 @@ fn bad_dma_inputs() -> TestResult {
                 dst_addr: 0,
                 ..base
             },
-            sys::EINVAL,
+            libc::EINVAL,
         ),
         (
             "past the device buffer",
@@ -444,7 +448,7 @@ fn bad_dma_inputs() -> TestResult {
                 dst_addr: 4090,
                 ..base
             },
-            sys::ERANGE,
+            libc::ERANGE,
         ),
         (
             "unknown source handle",
@@ -452,7 +456,7 @@ fn bad_dma_inputs() -> TestResult {
                 src_handle: 0xdead,
                 ..base
             },
-            sys::ENOENT,
+            libc::ENOENT,
         ),
         (
             "outside the registration",
@@ -460,7 +464,7 @@ fn bad_dma_inputs() -> TestResult {
                 src_addr: m.addr() + 4 * ps() as u64 - 32,
                 ..base
             },
-            sys::ERANGE,
+            libc::ERANGE,
         ),
     ];
     for (what, req, errno) in cases {
@@ -480,7 +484,7 @@ fn unknown_version() -> TestResult {
     // SAFETY: The ioctl takes a `struct odp_hmm_info`.
     expect_errno(
         unsafe { dev.raw_ioctl(ODP_HMM_IOC_INFO, &mut info) },
-        sys::EPROTONOSUPPORT,
+        libc::EPROTONOSUPPORT,
         "info",
     )?;
     let mut reg = odp_hmm_register {
@@ -493,7 +497,7 @@ fn unknown_version() -> TestResult {
     // SAFETY: The ioctl takes a `struct odp_hmm_register`.
     expect_errno(
         unsafe { dev.raw_ioctl(ODP_HMM_IOC_REGISTER, &mut reg) },
-        sys::EPROTONOSUPPORT,
+        libc::EPROTONOSUPPORT,
         "register",
     )?;
     check_eq!(
@@ -569,12 +573,12 @@ fn write_fault_readonly() -> TestResult {
     let (dev, reg) = register(&m, ODP_HMM_ACCESS_READ)?;
     expect_errno(
         dev.fault(reg.handle, m.addr(), ps() as u64, ODP_HMM_FAULT_WRITE),
-        sys::EPERM,
+        libc::EPERM,
         "write fault on a read-only registration",
     )?;
     expect_errno(
         copy_in(&dev, &m, &reg, 0, ps(), 64),
-        sys::EPERM,
+        libc::EPERM,
         "device write to a read-only registration",
     )?;
     dev.fault(reg.handle, m.addr(), 4 * ps() as u64, 0)?;
@@ -603,14 +607,14 @@ fn write_fault_readonly() -> TestResult {
 fn write_fault_readonly_mapping() -> TestResult {
     let m = Mapping::new(
         4 * ps(),
-        sys::PROT_READ,
-        sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
+        libc::PROT_READ,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
         -1,
     )?;
     let (dev, reg) = register(&m, RW)?;
     expect_errno(
         dev.fault(reg.handle, m.addr(), ps() as u64, ODP_HMM_FAULT_WRITE),
-        sys::EPERM,
+        libc::EPERM,
         "write fault on a PROT_READ mapping",
     )?;
     // A read maps the zero page, read-only.
@@ -774,8 +778,8 @@ fn device_copy_hugetlb() -> TestResult {
     let result = (|| -> TestResult {
         let mut m = match Mapping::new(
             2 * HUGE,
-            sys::PROT_READ | sys::PROT_WRITE,
-            sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | sys::MAP_HUGETLB,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
             -1,
         ) {
             Ok(m) => m,
@@ -848,7 +852,7 @@ fn invalidate_munmap() -> TestResult {
     );
     expect_errno(
         dev.fault(reg.handle, m.addr(), ps() as u64, 0),
-        sys::EFAULT,
+        libc::EFAULT,
         "fault of an unmapped range",
     )?;
     m.forget();
@@ -893,7 +897,7 @@ fn invalidate_partial_munmap() -> TestResult {
 fn invalidate_mprotect() -> TestResult {
     let (m, dev, reg) = setup16()?;
     let before = dev.stats(reg.handle)?;
-    m.protect(4 * ps(), 4 * ps(), sys::PROT_READ)?;
+    m.protect(4 * ps(), 4 * ps(), libc::PROT_READ)?;
     let snap = dev.snapshot(reg.handle, m.addr(), 16)?;
     let expected: Vec<usize> = (0..4).chain(8..16).collect();
     check_eq!(
@@ -920,7 +924,7 @@ fn invalidate_mprotect() -> TestResult {
     );
     expect_errno(
         copy_in(&dev, &m, &reg, 0, 5 * ps(), 64),
-        sys::EPERM,
+        libc::EPERM,
         "device write to a read-only page",
     )?;
     Ok(())
@@ -928,7 +932,7 @@ fn invalidate_mprotect() -> TestResult {
 
 fn invalidate_dontneed() -> TestResult {
     let (m, dev, reg) = setup16()?;
-    m.advise(3 * ps(), 2 * ps(), sys::MADV_DONTNEED)?;
+    m.advise(3 * ps(), 2 * ps(), libc::MADV_DONTNEED)?;
     let snap = dev.snapshot(reg.handle, m.addr(), 16)?;
     let expected: Vec<usize> = (0..3).chain(5..16).collect();
     check_eq!(
@@ -952,7 +956,7 @@ fn invalidate_fork_cow() -> TestResult {
     let before = dev.stats(reg.handle)?;
     let (mut rx, tx) = pipe()?;
     // SAFETY: Single-threaded; the child only touches its copy of `m` and exits.
-    let pid = unsafe { sys::fork() };
+    let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(std::io::Error::last_os_error().into());
     }
@@ -964,7 +968,7 @@ fn invalidate_fork_cow() -> TestResult {
         // Returns at end of file, when the parent closes its write end.
         let _ = rx.read(&mut [0u8]);
         // SAFETY: Leaves the child at once.
-        unsafe { sys::_exit(0) };
+        unsafe { libc::_exit(0) };
     }
     drop(rx);
     let release_child = || {
@@ -1046,7 +1050,7 @@ fn raw_iova_after_invalidation() -> TestResult {
     if info.flags & ODP_HMM_INFO_DEBUG_RAW_DMA == 0 {
         expect_errno(
             raw(reg.iova_base),
-            sys::EPERM,
+            libc::EPERM,
             "raw IOVA read without debug_raw_dma",
         )?;
         skip!("the module was loaded without debug_raw_dma=1");
@@ -1178,14 +1182,14 @@ impl Drop for Child {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
             // SAFETY: `kill` takes no pointers; `pid` is our child, not yet waited for.
-            unsafe { sys::kill(pid, sys::SIGKILL) };
+            unsafe { libc::kill(pid, libc::SIGKILL) };
             let _ = self.wait();
         }
     }
 }
 
 /// A raw system call's result: its value, or the error `errno` holds.
-fn syscall_result(ret: sys::c_long) -> std::io::Result<i32> {
+fn syscall_result(ret: libc::c_long) -> std::io::Result<i32> {
     if ret < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -1220,7 +1224,7 @@ fn registered_child(mut report: std::fs::File) -> i32 {
 fn kill_and_reap() -> Result<Option<odp_hmm_stats>, Outcome> {
     let (mut rx, tx) = pipe()?;
     // SAFETY: Single-threaded; the child only runs `registered_child` and leaves with `_exit`.
-    let pid = unsafe { sys::fork() };
+    let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(std::io::Error::last_os_error().into());
     }
@@ -1228,7 +1232,7 @@ fn kill_and_reap() -> Result<Option<odp_hmm_stats>, Outcome> {
         drop(rx);
         let code = registered_child(tx);
         // SAFETY: Leaves the child at once.
-        unsafe { sys::_exit(code) };
+        unsafe { libc::_exit(code) };
     }
     let mut child = Child(Some(pid));
     drop(tx);
@@ -1243,10 +1247,10 @@ fn kill_and_reap() -> Result<Option<odp_hmm_stats>, Outcome> {
 
     // SAFETY: `pidfd_open(pid, 0)` takes no pointers.
     let pidfd = syscall_result(unsafe {
-        sys::syscall(
-            sys::SYS_pidfd_open,
-            sys::c_long::from(pid),
-            0 as sys::c_long,
+        libc::syscall(
+            libc::SYS_pidfd_open,
+            libc::c_long::from(pid),
+            0 as libc::c_long,
         )
     })?;
     // SAFETY: `pidfd` is a descriptor we own from here on.
@@ -1254,11 +1258,11 @@ fn kill_and_reap() -> Result<Option<odp_hmm_stats>, Outcome> {
     // The child's device file, to read the registration's counters after the child is gone.
     // SAFETY: `pidfd_getfd(pidfd, fd, 0)` takes no pointers.
     let devfd = syscall_result(unsafe {
-        sys::syscall(
-            sys::SYS_pidfd_getfd,
-            sys::c_long::from(pidfd.as_raw_fd()),
-            fd as sys::c_long,
-            0 as sys::c_long,
+        libc::syscall(
+            libc::SYS_pidfd_getfd,
+            libc::c_long::from(pidfd.as_raw_fd()),
+            fd as libc::c_long,
+            0 as libc::c_long,
         )
     })?;
     // SAFETY: `devfd` is a descriptor we own from here on, a duplicate of the child's device file.
@@ -1270,22 +1274,22 @@ fn kill_and_reap() -> Result<Option<odp_hmm_stats>, Outcome> {
     );
 
     // SAFETY: `kill` takes no pointers; `pid` is our child, not yet waited for.
-    if unsafe { sys::kill(pid, sys::SIGKILL) } != 0 {
+    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
         return Err(std::io::Error::last_os_error().into());
     }
     // SAFETY: `process_mrelease(pidfd, 0)` takes no pointers.
     let released = syscall_result(unsafe {
-        sys::syscall(
-            sys::SYS_process_mrelease,
-            sys::c_long::from(pidfd.as_raw_fd()),
-            0 as sys::c_long,
+        libc::syscall(
+            libc::SYS_process_mrelease,
+            libc::c_long::from(pidfd.as_raw_fd()),
+            0 as libc::c_long,
         )
     });
-    check_eq!(child.wait()?, 128 + sys::SIGKILL, "the child's end");
+    check_eq!(child.wait()?, 128 + libc::SIGKILL, "the child's end");
     match released {
         Ok(_) => {}
         // The child's mm was gone already, or the reap met a busy lock and stopped early.
-        Err(e) if matches!(e.raw_os_error(), Some(sys::ESRCH | sys::EAGAIN)) => return Ok(None),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EAGAIN)) => return Ok(None),
         Err(e) => return Err(format!("process_mrelease: {e}").into()),
     }
     let stats = dev.stats(handle)?;
@@ -1357,15 +1361,15 @@ fn stress_copy_vs_remap() -> TestResult {
                 stress_page(fresh.bytes_mut(), generation, page);
                 // SAFETY: Moves our fresh page over page `page` of the churned mapping (ours).
                 let p = unsafe {
-                    sys::mremap(
-                        fresh.addr() as *mut sys::c_void,
+                    libc::mremap(
+                        fresh.addr() as *mut libc::c_void,
                         ps,
                         ps,
-                        sys::MREMAP_MAYMOVE | sys::MREMAP_FIXED,
-                        (base + page * ps) as *mut sys::c_void,
+                        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                        (base + page * ps) as *mut libc::c_void,
                     )
                 };
-                if p == sys::MAP_FAILED {
+                if p == libc::MAP_FAILED {
                     return Err(format!("mremap: {}", std::io::Error::last_os_error()));
                 }
                 fresh.forget();
@@ -1403,7 +1407,7 @@ fn stress_copy_vs_remap() -> TestResult {
     stop.store(true, Ordering::Relaxed);
     let remapped = remapper.join().map_err(|_| "remapper panicked")?;
     // SAFETY: The churned mapping is ours; nothing uses it any more.
-    unsafe { sys::munmap(base as *mut sys::c_void, len) };
+    unsafe { libc::munmap(base as *mut libc::c_void, len) };
     result?;
     remapped.map_err(Outcome::Fail)?;
     let remaps = remaps.load(Ordering::Relaxed);
@@ -1419,8 +1423,8 @@ fn register_1gib() -> TestResult {
     const GIB: usize = 1 << 30;
     let m = Mapping::new(
         GIB,
-        sys::PROT_READ | sys::PROT_WRITE,
-        sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | sys::MAP_NORESERVE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
         -1,
     )?;
     let npages = (GIB / ps()) as u64;

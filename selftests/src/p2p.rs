@@ -135,24 +135,24 @@ fn p2pmem(at: Option<u64>) -> Result<P2pMem, Outcome> {
         Some(addr) => {
             // SAFETY: Maps over `len` bytes of the caller's own reserved mapping.
             let p = unsafe {
-                sys::mmap(
-                    addr as *mut sys::c_void,
+                libc::mmap(
+                    addr as *mut libc::c_void,
                     len,
-                    sys::PROT_READ | sys::PROT_WRITE,
-                    sys::MAP_SHARED | sys::MAP_FIXED,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
                     file.as_raw_fd(),
                     0,
                 )
             };
-            if p == sys::MAP_FAILED {
+            if p == libc::MAP_FAILED {
                 return Err(std::io::Error::last_os_error().into());
             }
             Mapping::adopt(addr, len)
         }
         None => Mapping::new(
             len,
-            sys::PROT_READ | sys::PROT_WRITE,
-            sys::MAP_SHARED,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
             file.as_raw_fd(),
         )?,
     };
@@ -200,7 +200,7 @@ fn fault_and_check(
     if kind == Kind::Refused {
         expect_errno(
             fault,
-            sys::EREMOTEIO,
+            libc::EREMOTEIO,
             &format!("{name}: fault over unreachable peer pages"),
         )?;
     } else {

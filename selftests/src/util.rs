@@ -35,8 +35,8 @@ impl Mapping {
     /// `mmap` with the given protection and flags (`fd` -1 for anonymous).
     pub fn new(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<Self> {
         // SAFETY: A fresh mapping chosen by the kernel overlaps nothing of ours.
-        let ptr = unsafe { sys::mmap(ptr::null_mut(), len, prot, flags, fd, 0) };
-        if ptr == sys::MAP_FAILED {
+        let ptr = unsafe { libc::mmap(ptr::null_mut(), len, prot, flags, fd, 0) };
+        if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
         Ok(Self {
@@ -57,8 +57,8 @@ impl Mapping {
     pub fn anon(len: usize) -> io::Result<Self> {
         Self::new(
             len,
-            sys::PROT_READ | sys::PROT_WRITE,
-            sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
         )
     }
@@ -72,9 +72,9 @@ impl Mapping {
         // SAFETY: Both ranges lie inside `raw`, which is ours; what remains is `len` bytes.
         unsafe {
             if head > 0 {
-                sys::munmap(raw.ptr.cast(), head);
+                libc::munmap(raw.ptr.cast(), head);
             }
-            sys::munmap(raw.ptr.add(head + len).cast(), tail);
+            libc::munmap(raw.ptr.add(head + len).cast(), tail);
         }
         std::mem::forget(raw);
         let m = Self {
@@ -82,7 +82,7 @@ impl Mapping {
             len,
         };
         // SAFETY: The range is our mapping.
-        if unsafe { sys::madvise(m.ptr.cast(), len, sys::MADV_HUGEPAGE) } != 0 {
+        if unsafe { libc::madvise(m.ptr.cast(), len, libc::MADV_HUGEPAGE) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(m)
@@ -92,19 +92,24 @@ impl Mapping {
     pub fn memfd_shared(len: usize) -> io::Result<Self> {
         let name = CString::new("odp_hmm_selftest").expect("no NUL");
         // SAFETY: `name` is a valid C string.
-        let fd = unsafe { sys::memfd_create(name.as_ptr(), 0) };
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is ours.
-        let ret = unsafe { sys::ftruncate(fd, len as i64) };
+        let ret = unsafe { libc::ftruncate(fd, len as i64) };
         let m = if ret == 0 {
-            Self::new(len, sys::PROT_READ | sys::PROT_WRITE, sys::MAP_SHARED, fd)
+            Self::new(
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+            )
         } else {
             Err(io::Error::last_os_error())
         };
         // SAFETY: `fd` is ours; the mapping keeps the file alive.
-        unsafe { sys::close(fd) };
+        unsafe { libc::close(fd) };
         m
     }
 
@@ -139,7 +144,7 @@ impl Mapping {
     /// `munmap` of `len` bytes at byte offset `off`.
     pub fn unmap_part(&self, off: usize, len: usize) -> io::Result<()> {
         // SAFETY: The range lies inside our mapping; the test stops using it.
-        if unsafe { sys::munmap(self.ptr.add(off).cast(), len) } != 0 {
+        if unsafe { libc::munmap(self.ptr.add(off).cast(), len) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -149,16 +154,16 @@ impl Mapping {
     pub fn remap_part(&self, off: usize, len: usize) -> io::Result<()> {
         // SAFETY: The range lies inside our (partly unmapped) mapping; MAP_FIXED replaces only it.
         let p = unsafe {
-            sys::mmap(
+            libc::mmap(
                 self.ptr.add(off).cast(),
                 len,
-                sys::PROT_READ | sys::PROT_WRITE,
-                sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | sys::MAP_FIXED,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                 -1,
                 0,
             )
         };
-        if p == sys::MAP_FAILED {
+        if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -167,7 +172,7 @@ impl Mapping {
     /// `mprotect` of `len` bytes at `off`.
     pub fn protect(&self, off: usize, len: usize, prot: i32) -> io::Result<()> {
         // SAFETY: The range lies inside our mapping.
-        if unsafe { sys::mprotect(self.ptr.add(off).cast(), len, prot) } != 0 {
+        if unsafe { libc::mprotect(self.ptr.add(off).cast(), len, prot) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -176,7 +181,7 @@ impl Mapping {
     /// `madvise` of `len` bytes at `off`.
     pub fn advise(&self, off: usize, len: usize, advice: i32) -> io::Result<()> {
         // SAFETY: The range lies inside our mapping.
-        if unsafe { sys::madvise(self.ptr.add(off).cast(), len, advice) } != 0 {
+        if unsafe { libc::madvise(self.ptr.add(off).cast(), len, advice) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -191,7 +196,7 @@ impl Mapping {
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: The mapping is ours; parts already unmapped are ignored by munmap.
-        unsafe { sys::munmap(self.ptr.cast(), self.len) };
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
 
@@ -276,7 +281,7 @@ pub fn sh(cmd: &str) -> (i32, String) {
 pub fn pipe() -> io::Result<(fs::File, fs::File)> {
     let mut fds = [0i32; 2];
     // SAFETY: `fds` is a valid out-array of two descriptors.
-    if unsafe { sys::pipe(fds.as_mut_ptr()) } != 0 {
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: Both descriptors are new and ours alone.
@@ -287,14 +292,14 @@ pub fn pipe() -> io::Result<(fs::File, fs::File)> {
 pub fn in_child(child: impl FnOnce() -> i32) -> io::Result<i32> {
     // SAFETY: The selftests are single-threaded when they fork; the child only runs `child` and
     // exits without unwinding into the parent's state.
-    let pid = unsafe { sys::fork() };
+    let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
         let code = child();
         // SAFETY: Leaves the child at once, skipping the parent's atexit handlers.
-        unsafe { sys::_exit(code) };
+        unsafe { libc::_exit(code) };
     }
     wait_child(pid)
 }
@@ -304,19 +309,19 @@ pub fn wait_child(pid: i32) -> io::Result<i32> {
     let mut status = 0;
     loop {
         // SAFETY: `status` is a valid out-pointer.
-        let r = unsafe { sys::waitpid(pid, &mut status, 0) };
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
         if r == pid {
             break;
         }
         let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(sys::EINTR) {
+        if err.raw_os_error() != Some(libc::EINTR) {
             return Err(err);
         }
     }
-    if sys::WIFEXITED(status) {
-        Ok(sys::WEXITSTATUS(status))
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
     } else {
-        Ok(128 + sys::WTERMSIG(status))
+        Ok(128 + libc::WTERMSIG(status))
     }
 }
 

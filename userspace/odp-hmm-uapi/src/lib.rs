@@ -5,8 +5,8 @@
 //! [`abi`] mirrors `include/uapi/linux/odp_hmm.h`, the one source of truth (field for field; the
 //! `layout` test compiles the header with the C compiler and checks every size, offset, constant
 //! and ioctl number against this crate). [`Device`] is a thin safe wrapper: one method per ioctl,
-//! errors as [`std::io::Error`] carrying the errno the header documents. [`sys`] declares the
-//! few C library functions and constants the userspace crates call.
+//! errors as [`std::io::Error`] carrying the errno the header documents. System calls and their
+//! constants come from the `libc` crate.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -21,14 +21,13 @@ use std::{
 };
 
 pub mod abi;
-pub mod sys;
 
 pub use abi::*;
 
 /// The page size.
 pub fn page_size() -> usize {
     // SAFETY: `sysconf` has no memory-safety preconditions.
-    unsafe { sys::sysconf(sys::_SC_PAGESIZE) as usize }
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
 /// Parses a size or offset as the command-line tools take it: `4096`, `16K`, `8M`, `1G`, or
@@ -88,12 +87,12 @@ unsafe fn ioctl<T>(file: &File, cmd: u32, arg: &mut T) -> io::Result<()> {
     loop {
         // SAFETY: `arg` is a valid, exclusive `T` for the duration of the call, and the caller
         // guarantees `cmd` takes a `T`.
-        let ret = unsafe { sys::ioctl(file.as_raw_fd(), cmd as sys::c_ulong, arg as *mut T) };
+        let ret = unsafe { libc::ioctl(file.as_raw_fd(), cmd as libc::c_ulong, arg as *mut T) };
         if ret == 0 {
             return Ok(());
         }
         let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(sys::EINTR) {
+        if err.raw_os_error() != Some(libc::EINTR) {
             return Err(err);
         }
     }

@@ -64,8 +64,8 @@ impl Buffer {
     fn new(len: usize, kind: &str) -> Result<Self> {
         const HUGE: usize = 2 << 20;
         let flags = match kind {
-            "anon" | "thp" => sys::MAP_PRIVATE | sys::MAP_ANONYMOUS,
-            "shm" => sys::MAP_SHARED | sys::MAP_ANONYMOUS,
+            "anon" | "thp" => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            "shm" => libc::MAP_SHARED | libc::MAP_ANONYMOUS,
             _ => return Err(CmdError(format!("unknown buffer kind {kind}"))),
         };
         // Placement: "thp" starts on a 2 MiB boundary, so that the kernel can back it with huge
@@ -80,16 +80,16 @@ impl Buffer {
         };
         // SAFETY: A fresh mapping chosen by the kernel.
         let raw = unsafe {
-            sys::mmap(
+            libc::mmap(
                 ptr::null_mut(),
                 len + slack,
-                sys::PROT_READ | sys::PROT_WRITE,
+                libc::PROT_READ | libc::PROT_WRITE,
                 flags,
                 -1,
                 0,
             )
         };
-        if raw == sys::MAP_FAILED {
+        if raw == libc::MAP_FAILED {
             return Err(io::Error::last_os_error().into());
         }
         let mut ptr = raw.cast::<u8>();
@@ -99,15 +99,15 @@ impl Buffer {
             // SAFETY: Trims the head and tail of our own mapping around `start..start + len`.
             unsafe {
                 if head > 0 {
-                    sys::munmap(raw, head);
+                    libc::munmap(raw, head);
                 }
-                sys::munmap((start + len) as *mut sys::c_void, slack - head);
+                libc::munmap((start + len) as *mut libc::c_void, slack - head);
                 let advice = if kind == "thp" {
-                    sys::MADV_HUGEPAGE
+                    libc::MADV_HUGEPAGE
                 } else {
-                    sys::MADV_NOHUGEPAGE
+                    libc::MADV_NOHUGEPAGE
                 };
-                sys::madvise(start as *mut sys::c_void, len, advice);
+                libc::madvise(start as *mut libc::c_void, len, advice);
             }
             ptr = start as *mut u8;
         }
@@ -327,7 +327,7 @@ impl Session {
         let b = self.buf()?;
         b.check(off, len)?;
         // SAFETY: The range is inside our buffer; it is remapped before it is used again.
-        if unsafe { sys::munmap(b.ptr.add(off).cast(), len) } != 0 {
+        if unsafe { libc::munmap(b.ptr.add(off).cast(), len) } != 0 {
             return Err(io::Error::last_os_error().into());
         }
         println!("munmap {off:#x}+{len:#x}");
@@ -342,16 +342,16 @@ impl Session {
         b.check(off, len)?;
         // SAFETY: MAP_FIXED over a range of our own buffer.
         let p = unsafe {
-            sys::mmap(
+            libc::mmap(
                 b.ptr.add(off).cast(),
                 len,
-                sys::PROT_READ | sys::PROT_WRITE,
-                sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | sys::MAP_FIXED,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                 -1,
                 0,
             )
         };
-        if p == sys::MAP_FAILED {
+        if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error().into());
         }
         b.generation = b.generation.wrapping_add(1);
