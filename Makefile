@@ -53,7 +53,7 @@ lint: rustfmtcheck clippy
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 host-test:
-	cargo test --locked -p odp-hmm-host-tests -p odp-hmm-uapi
+	cargo test --locked -p odp-hmm-host-tests -p odp-hmm-uapi -p odpctl
 
 check: lint host-test
 

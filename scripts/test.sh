@@ -51,7 +51,7 @@ userspace_clippy() {
 }
 
 host_tests() {
-	(cd "$ODP_TOP" && cargo test --quiet --locked -p odp-hmm-host-tests -p odp-hmm-uapi)
+	(cd "$ODP_TOP" && cargo test --quiet --locked -p odp-hmm-host-tests -p odp-hmm-uapi -p odpctl)
 }
 
 selftests() {

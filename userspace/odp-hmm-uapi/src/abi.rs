@@ -145,11 +145,15 @@ pub struct odp_hmm_snapshot {
     pub pages: u64,
 }
 
-/// `struct odp_hmm_stats`.
+/// `struct odp_hmm_stats`. With the `serde` feature it serializes as its counters (every field but
+/// `version` and `reserved`), under the header's names.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct odp_hmm_stats {
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub version: u32,
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub reserved: u32,
     pub handle: u64,
     pub faults: u64,

@@ -8,28 +8,28 @@
 //! ```text
 //! odpctl info
 //! odpctl alloc 8M register rw fault 0 1M snapshot 0 8 copy 0 4096 4096 stats
+//! odpctl --json alloc 1M register fault 0 64K snapshot 0 16 stats
 //! odpctl demo
 //! ```
 //!
-//! Commands (offsets and sizes accept K/M/G suffixes):
-//!   info                        the DMA device, its IOMMU domain, the default backend
-//!   alloc SIZE [anon|thp|shm]   map a buffer (filled with a pattern); anon: small pages only,
-//!                               thp: 2 MiB-aligned and MADV_HUGEPAGE, shm: shared anonymous
-//!   backend NAME                backend for the next register: default|rust|kernel|legacy|none
-//!   register [ro|rw]            register the whole buffer
-//!   fault OFF LEN [read|write|nofault]
-//!   snapshot OFF NPAGES         per-page state (only mapped pages are listed)
-//!   copy SRC DST LEN            the device copies LEN bytes within the buffer
-//!   munmap OFF LEN              unmap part of the buffer (invalidation)
-//!   remap OFF LEN               map fresh memory there again, filled with a new pattern
-//!   verify SRC DST LEN          compare two parts of the buffer
-//!   stats                       counters of the registration
-//!   unregister
-//!   demo                        a guided tour: fault, device copy, invalidate, refault
+//! `odpctl help` lists the commands, `odpctl help COMMAND` (or `COMMAND --help`) explains one;
+//! offsets and sizes accept K/M/G suffixes. clap parses each command of the sequence; the whole
+//! line is parsed before the first command runs, so a mistake anywhere runs nothing.
 
 use std::{fmt, io, process::ExitCode, ptr};
 
+use clap::{
+    builder::{
+        PossibleValuesParser,
+        TypedValueParser, //
+    },
+    CommandFactory,
+    Parser,
+    Subcommand,
+    ValueEnum, //
+};
 use odp_hmm_uapi::*;
+use serde::Serialize;
 
 /// An error with the command that caused it.
 struct CmdError(String);
@@ -48,11 +48,6 @@ impl From<io::Error> for CmdError {
 
 type Result<T = ()> = std::result::Result<T, CmdError>;
 
-/// [`odp_hmm_uapi::parse_size`], with its error as a command error.
-fn parse_size(s: &str) -> Result<usize> {
-    odp_hmm_uapi::parse_size(s).map_err(CmdError)
-}
-
 /// The buffer odpctl maps.
 struct Buffer {
     ptr: *mut u8,
@@ -61,12 +56,11 @@ struct Buffer {
 }
 
 impl Buffer {
-    fn new(len: usize, kind: &str) -> Result<Self> {
+    fn new(len: usize, kind: Kind) -> Result<Self> {
         const HUGE: usize = 2 << 20;
         let flags = match kind {
-            "anon" | "thp" => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            "shm" => libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            _ => return Err(CmdError(format!("unknown buffer kind {kind}"))),
+            Kind::Anon | Kind::Thp => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            Kind::Shm => libc::MAP_SHARED | libc::MAP_ANONYMOUS,
         };
         // Placement: "thp" starts on a 2 MiB boundary, so that the kernel can back it with huge
         // pages. "anon" starts one page past one: a munmap that splits the mapping then
@@ -74,9 +68,9 @@ impl Buffer {
         // 2 MiB block makes the kernel invalidate that whole block, whether it holds a huge
         // page or not: mm/huge_memory.c, __split_huge_pmd()).
         let (slack, skew) = match kind {
-            "thp" => (HUGE, 0),
-            "anon" => (2 * HUGE, page_size()),
-            _ => (0, 0),
+            Kind::Thp => (HUGE, 0),
+            Kind::Anon => (2 * HUGE, page_size()),
+            Kind::Shm => (0, 0),
         };
         // SAFETY: A fresh mapping chosen by the kernel.
         let raw = unsafe {
@@ -102,7 +96,7 @@ impl Buffer {
                     libc::munmap(raw, head);
                 }
                 libc::munmap((start + len) as *mut libc::c_void, slack - head);
-                let advice = if kind == "thp" {
+                let advice = if kind == Kind::Thp {
                     libc::MADV_HUGEPAGE
                 } else {
                     libc::MADV_NOHUGEPAGE
@@ -146,15 +140,246 @@ impl Buffer {
     }
 }
 
+/// What `info` shows, in both output formats.
+#[derive(Serialize)]
+struct InfoView {
+    /// PCI address, `DDDD:BB:DD.F`.
+    dma_device: String,
+    pci_vendor: u32,
+    pci_device: u32,
+    edu: bool,
+    iommu_domain: &'static str,
+    domain_type: u32,
+    iova: bool,
+    copy_engine: bool,
+    default_backend: &'static str,
+    dma_mask: u64,
+    debug_raw_dma: bool,
+    page_size: u32,
+}
+
+impl From<&odp_hmm_info> for InfoView {
+    fn from(info: &odp_hmm_info) -> Self {
+        Self {
+            dma_device: info.pci_address(),
+            pci_vendor: info.pci_vendor,
+            pci_device: info.pci_device,
+            edu: info.is_edu(),
+            iommu_domain: domain_name(info.domain_type),
+            domain_type: info.domain_type,
+            iova: info.flags & ODP_HMM_INFO_IOVA != 0,
+            copy_engine: info.flags & ODP_HMM_INFO_COPY_ENGINE != 0,
+            default_backend: backend_name(info.backend),
+            dma_mask: info.dma_mask,
+            debug_raw_dma: info.flags & ODP_HMM_INFO_DEBUG_RAW_DMA != 0,
+            page_size: info.page_size,
+        }
+    }
+}
+
+impl fmt::Display for InfoView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let yes_no = |b: bool, no: &'static str| if b { "yes" } else { no };
+        writeln!(
+            f,
+            "DMA device      {} [{:04x}:{:04x}]{}",
+            self.dma_device,
+            self.pci_vendor,
+            self.pci_device,
+            if self.edu { " (QEMU edu)" } else { "" }
+        )?;
+        writeln!(f, "IOMMU domain    {}", self.iommu_domain)?;
+        writeln!(
+            f,
+            "IOVA mode       {}",
+            yes_no(self.iova, "no (dma_map_phys per page)")
+        )?;
+        writeln!(f, "copy engine     {}", yes_no(self.copy_engine, "no"))?;
+        writeln!(f, "default backend {}", self.default_backend)?;
+        writeln!(f, "DMA mask        {:#x}", self.dma_mask)?;
+        write!(
+            f,
+            "raw IOVA debug  {}",
+            if self.debug_raw_dma {
+                "enabled"
+            } else {
+                "disabled"
+            }
+        )
+    }
+}
+
+/// One page of a snapshot.
+#[derive(Serialize)]
+struct PageView {
+    /// Page index in the buffer.
+    page: usize,
+    dma_addr: u64,
+    order: u32,
+    /// Names of the `ODP_HMM_PAGE_*` bits set.
+    flags: Vec<&'static str>,
+}
+
+/// What `snapshot` shows: the pages whose state is not empty.
+#[derive(Serialize)]
+struct SnapshotView {
+    offset: usize,
+    npages: usize,
+    mapped: usize,
+    pages: Vec<PageView>,
+}
+
+impl SnapshotView {
+    fn new(off: usize, npages: usize, pages: &[odp_hmm_page]) -> Self {
+        const FLAGS: [(u32, &str); 5] = [
+            (ODP_HMM_PAGE_VALID, "valid"),
+            (ODP_HMM_PAGE_WRITE, "write"),
+            (ODP_HMM_PAGE_DMA_MAPPED, "dma-mapped"),
+            (ODP_HMM_PAGE_P2P, "p2p"),
+            (ODP_HMM_PAGE_P2P_BUS, "p2p-bus"),
+        ];
+        Self {
+            offset: off,
+            npages,
+            mapped: pages
+                .iter()
+                .filter(|p| p.flags & ODP_HMM_PAGE_DMA_MAPPED != 0)
+                .count(),
+            pages: pages
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.flags != 0)
+                .map(|(i, p)| PageView {
+                    page: off / page_size() + i,
+                    dma_addr: p.dma_addr,
+                    order: p.order,
+                    flags: FLAGS
+                        .iter()
+                        .filter(|(bit, _)| p.flags & bit != 0)
+                        .map(|&(_, name)| name)
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Display for SnapshotView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "snapshot {:#x}, {} pages: {} mapped",
+            self.offset, self.npages, self.mapped
+        )?;
+        for p in &self.pages {
+            write!(
+                f,
+                "\n  page {:>6}  dma {:#014x}  order {}  {}",
+                p.page,
+                p.dma_addr,
+                p.order,
+                p.flags.join(",")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What `stats` shows: the counters of `struct odp_hmm_stats`.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct StatsView(odp_hmm_stats);
+
+impl fmt::Display for StatsView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.0;
+        writeln!(
+            f,
+            "stats: faults {} (retries {}), pages faulted {}, mapped {}, unmapped {}, mapped now {}",
+            s.faults, s.fault_retries, s.pages_faulted, s.pages_mapped, s.pages_unmapped, s.pages_now
+        )?;
+        writeln!(
+            f,
+            "       invalidations {} (+{} that unmapped nothing; {} that could not sleep), link {} sync {} unlink {} calls",
+            s.invalidations,
+            s.invalidations_ignored,
+            s.invalidations_nonblocking,
+            s.link_calls,
+            s.sync_calls,
+            s.unlink_calls
+        )?;
+        write!(
+            f,
+            "       IOVA reserved {} KiB, bookkeeping {} KiB, P2P pages: host bridge {}, bus {}, refused {}",
+            s.iova_bytes / 1024,
+            s.bookkeeping_bytes / 1024,
+            s.p2p_host_bridge_pages,
+            s.p2p_bus_pages,
+            s.p2p_refused_pages
+        )
+    }
+}
+
+/// A result `--json` prints: one object per line, tagged with the command that made it.
+#[derive(Serialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+enum Report {
+    Info(InfoView),
+    Snapshot(SnapshotView),
+    Stats(StatsView),
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Report::Info(v) => v.fmt(f),
+            Report::Snapshot(v) => v.fmt(f),
+            Report::Stats(v) => v.fmt(f),
+        }
+    }
+}
+
 /// The session: a device, a buffer, a registration.
 struct Session {
     dev: Option<Device>,
     buf: Option<Buffer>,
     reg: Option<Registration>,
     backend: u32,
+    json: bool,
 }
 
 impl Session {
+    fn new(json: bool) -> Self {
+        Self {
+            dev: None,
+            buf: None,
+            reg: None,
+            backend: ODP_HMM_BACKEND_DEFAULT,
+            json,
+        }
+    }
+
+    /// Prints a message; with `--json` to standard error, so that standard output carries only
+    /// JSON.
+    fn say(&self, msg: fmt::Arguments<'_>) {
+        if self.json {
+            eprintln!("{msg}");
+        } else {
+            println!("{msg}");
+        }
+    }
+
+    /// Prints a result: as text, or as one line of JSON.
+    fn report(&self, r: Report) -> Result {
+        if self.json {
+            let line = serde_json::to_string(&r).map_err(|e| CmdError(e.to_string()))?;
+            println!("{line}");
+        } else {
+            println!("{r}");
+        }
+        Ok(())
+    }
+
     fn dev(&mut self) -> Result<&Device> {
         if self.dev.is_none() {
             self.dev = Some(Device::open().map_err(|e| {
@@ -181,48 +406,24 @@ impl Session {
 
     fn info(&mut self) -> Result {
         let info = self.dev()?.info()?;
-        println!(
-            "DMA device      {} [{:04x}:{:04x}]{}",
-            info.pci_address(),
-            info.pci_vendor,
-            info.pci_device,
-            if info.is_edu() { " (QEMU edu)" } else { "" }
-        );
-        println!("IOMMU domain    {}", domain_name(info.domain_type));
-        println!(
-            "IOVA mode       {}",
-            if info.flags & ODP_HMM_INFO_IOVA != 0 {
-                "yes"
-            } else {
-                "no (dma_map_phys per page)"
-            }
-        );
-        println!(
-            "copy engine     {}",
-            if info.flags & ODP_HMM_INFO_COPY_ENGINE != 0 {
-                "yes"
-            } else {
-                "no"
-            }
-        );
-        println!("default backend {}", backend_name(info.backend));
-        println!("DMA mask        {:#x}", info.dma_mask);
-        println!(
-            "raw IOVA debug  {}",
-            if info.flags & ODP_HMM_INFO_DEBUG_RAW_DMA != 0 {
-                "enabled"
-            } else {
-                "disabled"
-            }
-        );
+        self.report(Report::Info(InfoView::from(&info)))
+    }
+
+    fn alloc(&mut self, size: usize, kind: Kind) -> Result {
+        let buf = Buffer::new(size, kind)?;
+        let addr = buf.addr();
+        self.buf = Some(buf);
+        self.say(format_args!(
+            "mapped {size:#x} bytes of {} memory at {addr:#x}",
+            value_name(&kind)
+        ));
         Ok(())
     }
 
-    fn register(&mut self, access: &str) -> Result {
+    fn register(&mut self, access: Access) -> Result {
         let flags = match access {
-            "ro" => ODP_HMM_ACCESS_READ,
-            "rw" => ODP_HMM_ACCESS_READ | ODP_HMM_ACCESS_WRITE,
-            _ => return Err(CmdError(format!("access must be ro or rw, not {access}"))),
+            Access::Ro => ODP_HMM_ACCESS_READ,
+            Access::Rw => ODP_HMM_ACCESS_READ | ODP_HMM_ACCESS_WRITE,
         };
         let (addr, len) = {
             let b = self.buf()?;
@@ -230,37 +431,34 @@ impl Session {
         };
         let backend = self.backend;
         let reg = self.dev()?.register(addr, len, flags, backend)?;
-        println!(
+        self.say(format_args!(
             "registered {len:#x} bytes at {addr:#x}: handle {}, backend {}, DMA mode {}, IOVA base {:#x}",
             reg.handle,
             backend_name(reg.backend),
             dma_mode_name(reg.dma_mode),
             reg.iova_base
-        );
+        ));
         self.reg = Some(reg);
         Ok(())
     }
 
-    fn fault(&mut self, off: usize, len: usize, how: &str) -> Result {
+    fn fault(&mut self, off: usize, len: usize, how: How) -> Result {
         let flags = match how {
-            "read" => 0,
-            "write" => ODP_HMM_FAULT_WRITE,
-            "nofault" => ODP_HMM_FAULT_NO_FAULT,
-            _ => {
-                return Err(CmdError(format!(
-                    "fault mode must be read, write or nofault, not {how}"
-                )))
-            }
+            How::Read => 0,
+            How::Write => ODP_HMM_FAULT_WRITE,
+            How::Nofault => ODP_HMM_FAULT_NO_FAULT,
         };
         self.buf()?.check(off, len)?;
         let (addr, reg) = (self.buf()?.addr(), self.reg()?);
         let f = self
             .dev()?
             .fault(reg.handle, addr + off as u64, len as u64, flags)?;
-        println!(
-            "fault {how} {off:#x}+{len:#x}: {} pages newly mapped, {} mapped",
-            f.pages_mapped, f.pages_valid
-        );
+        self.say(format_args!(
+            "fault {} {off:#x}+{len:#x}: {} pages newly mapped, {} mapped",
+            value_name(&how),
+            f.pages_mapped,
+            f.pages_valid
+        ));
         Ok(())
     }
 
@@ -270,33 +468,7 @@ impl Session {
         let pages = self
             .dev()?
             .snapshot(reg.handle, addr + off as u64, npages)?;
-        let mapped = pages
-            .iter()
-            .filter(|p| p.flags & ODP_HMM_PAGE_DMA_MAPPED != 0)
-            .count();
-        println!("snapshot {off:#x}, {npages} pages: {mapped} mapped");
-        for (i, p) in pages.iter().enumerate().filter(|(_, p)| p.flags != 0) {
-            let mut what = Vec::new();
-            for (bit, name) in [
-                (ODP_HMM_PAGE_VALID, "valid"),
-                (ODP_HMM_PAGE_WRITE, "write"),
-                (ODP_HMM_PAGE_DMA_MAPPED, "dma-mapped"),
-                (ODP_HMM_PAGE_P2P, "p2p"),
-                (ODP_HMM_PAGE_P2P_BUS, "p2p-bus"),
-            ] {
-                if p.flags & bit != 0 {
-                    what.push(name);
-                }
-            }
-            println!(
-                "  page {:>6}  dma {:#014x}  order {}  {}",
-                off / page_size() + i,
-                p.dma_addr,
-                p.order,
-                what.join(",")
-            );
-        }
-        Ok(())
+        self.report(Report::Snapshot(SnapshotView::new(off, npages, &pages)))
     }
 
     fn copy(&mut self, src: usize, dst: usize, len: usize) -> Result {
@@ -308,7 +480,9 @@ impl Session {
             (reg.handle, addr + dst as u64),
             len as u64,
         )?;
-        println!("device copied {len} bytes {src:#x} -> {dst:#x} ({faults} device page faults)");
+        self.say(format_args!(
+            "device copied {len} bytes {src:#x} -> {dst:#x} ({faults} device page faults)"
+        ));
         Ok(())
     }
 
@@ -319,7 +493,9 @@ impl Session {
         if b.bytes(src, len) != b.bytes(dst, len) {
             return Err(CmdError(format!("bytes at {src:#x} and {dst:#x} differ")));
         }
-        println!("verified: {len} bytes at {dst:#x} equal those at {src:#x}");
+        self.say(format_args!(
+            "verified: {len} bytes at {dst:#x} equal those at {src:#x}"
+        ));
         Ok(())
     }
 
@@ -330,7 +506,7 @@ impl Session {
         if unsafe { libc::munmap(b.ptr.add(off).cast(), len) } != 0 {
             return Err(io::Error::last_os_error().into());
         }
-        println!("munmap {off:#x}+{len:#x}");
+        self.say(format_args!("munmap {off:#x}+{len:#x}"));
         Ok(())
     }
 
@@ -356,193 +532,504 @@ impl Session {
         }
         b.generation = b.generation.wrapping_add(1);
         b.fill(off, len);
-        println!(
-            "remapped {off:#x}+{len:#x} with new contents (generation {})",
-            b.generation
-        );
+        let generation = b.generation;
+        self.say(format_args!(
+            "remapped {off:#x}+{len:#x} with new contents (generation {generation})"
+        ));
         Ok(())
     }
 
     fn stats(&mut self) -> Result {
         let handle = self.reg.map_or(0, |r| r.handle);
         let s = self.dev()?.stats(handle)?;
-        println!(
-            "stats: faults {} (retries {}), pages faulted {}, mapped {}, unmapped {}, mapped now {}",
-            s.faults, s.fault_retries, s.pages_faulted, s.pages_mapped, s.pages_unmapped, s.pages_now
-        );
-        println!(
-            "       invalidations {} (+{} that unmapped nothing; {} that could not sleep), link {} sync {} unlink {} calls",
-            s.invalidations,
-            s.invalidations_ignored,
-            s.invalidations_nonblocking,
-            s.link_calls,
-            s.sync_calls,
-            s.unlink_calls
-        );
-        println!(
-            "       IOVA reserved {} KiB, bookkeeping {} KiB, P2P pages: host bridge {}, bus {}, refused {}",
-            s.iova_bytes / 1024,
-            s.bookkeeping_bytes / 1024,
-            s.p2p_host_bridge_pages,
-            s.p2p_bus_pages,
-            s.p2p_refused_pages
-        );
-        Ok(())
+        self.report(Report::Stats(StatsView(s)))
     }
 
     fn unregister(&mut self) -> Result {
         let reg = self.reg()?;
         self.dev()?.unregister(reg.handle)?;
         self.reg = None;
-        println!("unregistered handle {}", reg.handle);
+        self.say(format_args!("unregistered handle {}", reg.handle));
         Ok(())
+    }
+
+    fn run(&mut self, cmd: Cmd) -> Result {
+        match cmd {
+            Cmd::Info => self.info(),
+            Cmd::Alloc { size, kind } => self.alloc(size, kind),
+            Cmd::Backend { name } => {
+                self.backend = name;
+                Ok(())
+            }
+            Cmd::Register { access } => self.register(access),
+            Cmd::Fault { off, len, how } => self.fault(off, len, how),
+            Cmd::Snapshot { off, npages } => self.snapshot(off, npages),
+            Cmd::Copy { src, dst, len } => self.copy(src, dst, len),
+            Cmd::Verify { src, dst, len } => self.verify(src, dst, len),
+            Cmd::Munmap { off, len } => self.munmap(off, len),
+            Cmd::Remap { off, len } => self.remap(off, len),
+            Cmd::Stats => self.stats(),
+            Cmd::Unregister => self.unregister(),
+            Cmd::Demo => demo(self),
+            Cmd::Completions { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "odpctl", &mut io::stdout());
+                Ok(())
+            }
+        }
     }
 }
 
 /// The guided tour the README's main command runs.
 fn demo(s: &mut Session) -> Result {
     let ps = page_size();
-    let step = |title: &str| println!("\n== {title}");
-    step("The device");
+    let step = |s: &Session, title: &str| s.say(format_args!("\n== {title}"));
+    step(s, "The device");
     s.info()?;
-    step("Map 8 MiB of anonymous memory and register it (nothing is faulted or mapped yet)");
-    s.buf = Some(Buffer::new(8 << 20, "anon")?);
-    s.register("rw")?;
+    step(
+        s,
+        "Map 8 MiB of anonymous memory and register it (nothing is faulted or mapped yet)",
+    );
+    s.buf = Some(Buffer::new(8 << 20, Kind::Anon)?);
+    s.register(Access::Rw)?;
     s.stats()?;
-    step("Fault the first 1 MiB for reading: 256 pages linked into the registration's IOVA window");
-    s.fault(0, 1 << 20, "read")?;
+    step(
+        s,
+        "Fault the first 1 MiB for reading: 256 pages linked into the registration's IOVA window",
+    );
+    s.fault(0, 1 << 20, How::Read)?;
     s.snapshot(0, 4)?;
     s.stats()?;
-    step("The device copies page 0 to page 512 through the IOMMU (page 512 is faulted on demand, writable)");
+    step(s, "The device copies page 0 to page 512 through the IOMMU (page 512 is faulted on demand, writable)");
     s.copy(0, 512 * ps, ps)?;
     s.verify(0, 512 * ps, ps)?;
     s.snapshot(512 * ps, 1)?;
     s.stats()?;
-    step("munmap pages 0..4: the notifier unlinks exactly those 4 pages");
+    step(
+        s,
+        "munmap pages 0..4: the notifier unlinks exactly those 4 pages",
+    );
     s.munmap(0, 4 * ps)?;
     s.snapshot(0, 6)?;
     s.stats()?;
-    step("Map new memory there; the device refaults page 0 and copies its new bytes");
+    step(
+        s,
+        "Map new memory there; the device refaults page 0 and copies its new bytes",
+    );
     s.remap(0, 4 * ps)?;
     s.copy(0, 513 * ps, ps)?;
     s.verify(0, 513 * ps, ps)?;
     s.snapshot(0, 2)?;
     s.stats()?;
-    step("Unregister");
+    step(s, "Unregister");
     s.unregister()?;
-    println!("\ndemo complete: every device copy was verified byte for byte");
+    s.say(format_args!(
+        "\ndemo complete: every device copy was verified byte for byte"
+    ));
     Ok(())
 }
 
-fn run(args: &[String]) -> Result {
-    let mut s = Session {
-        dev: None,
-        buf: None,
-        reg: None,
-        backend: ODP_HMM_BACKEND_DEFAULT,
-    };
-    let mut it = args.iter().map(String::as_str).peekable();
-    while let Some(cmd) = it.next() {
-        let mut arg = |what: &str| -> Result<String> {
-            it.next()
-                .map(str::to_string)
-                .ok_or_else(|| CmdError(format!("{cmd}: missing {what}")))
-        };
-        match cmd {
-            "info" => s.info()?,
-            "demo" => demo(&mut s)?,
-            "alloc" => {
-                let size = parse_size(&arg("SIZE")?)?;
-                let kind = match it.peek() {
-                    Some(&k) if ["anon", "thp", "shm"].contains(&k) => {
-                        it.next();
-                        k
-                    }
-                    _ => "anon",
-                };
-                s.buf = Some(Buffer::new(size, kind)?);
-                println!(
-                    "mapped {size:#x} bytes of {kind} memory at {:#x}",
-                    s.buf()?.addr()
-                );
-            }
-            "backend" => {
-                let name = arg("NAME")?;
-                s.backend = backend_from_name(&name)
-                    .ok_or_else(|| CmdError(format!("unknown backend {name}")))?;
-            }
-            "register" => {
-                let access = match it.peek() {
-                    Some(&a) if a == "ro" || a == "rw" => {
-                        it.next();
-                        a
-                    }
-                    _ => "rw",
-                };
-                s.register(access)?;
-            }
-            "fault" => {
-                let (off, len) = (parse_size(&arg("OFF")?)?, parse_size(&arg("LEN")?)?);
-                let how = match it.peek() {
-                    Some(&h) if ["read", "write", "nofault"].contains(&h) => {
-                        it.next();
-                        h
-                    }
-                    _ => "read",
-                };
-                s.fault(off, len, how)?;
-            }
-            "snapshot" => {
-                let (off, n) = (parse_size(&arg("OFF")?)?, parse_size(&arg("NPAGES")?)?);
-                s.snapshot(off, n)?;
-            }
-            "copy" | "verify" => {
-                let (src, dst, len) = (
-                    parse_size(&arg("SRC")?)?,
-                    parse_size(&arg("DST")?)?,
-                    parse_size(&arg("LEN")?)?,
-                );
-                if cmd == "copy" {
-                    s.copy(src, dst, len)?;
-                } else {
-                    s.verify(src, dst, len)?;
-                }
-            }
-            "munmap" | "remap" => {
-                let (off, len) = (parse_size(&arg("OFF")?)?, parse_size(&arg("LEN")?)?);
-                if cmd == "munmap" {
-                    s.munmap(off, len)?;
-                } else {
-                    s.remap(off, len)?;
-                }
-            }
-            "stats" => s.stats()?,
-            "unregister" => s.unregister()?,
-            "help" | "-h" | "--help" => {
-                println!("{}", USAGE);
-            }
-            _ => return Err(CmdError(format!("unknown command {cmd} (try odpctl help)"))),
+/// What `alloc` maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    /// Private anonymous memory, small pages only (MADV_NOHUGEPAGE)
+    Anon,
+    /// Private anonymous memory, 2 MiB-aligned and MADV_HUGEPAGE
+    Thp,
+    /// Shared anonymous memory
+    Shm,
+}
+
+/// How `register` lets the device access the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Access {
+    /// The device may only read (mapped read-only in the IOMMU)
+    Ro,
+    /// The device may read and write
+    Rw,
+}
+
+/// How `fault` asks for the pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum How {
+    /// Fault the pages in for reading
+    Read,
+    /// Fault the pages in writable (breaks copy-on-write)
+    Write,
+    /// Map only the pages already present; fault nothing in
+    Nofault,
+}
+
+/// The name clap shows and parses for a value of a [`ValueEnum`].
+fn value_name<T: ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// The `ODP_HMM_BACKEND_*` value of a backend name, for clap.
+fn backend_parser() -> impl TypedValueParser<Value = u32> {
+    let names = [
+        ODP_HMM_BACKEND_DEFAULT,
+        ODP_HMM_BACKEND_RUST,
+        ODP_HMM_BACKEND_KERNEL,
+        ODP_HMM_BACKEND_LEGACY,
+        ODP_HMM_BACKEND_NONE,
+    ]
+    .map(backend_name);
+    // Only the names above get past the possible-values check, and each has a value.
+    PossibleValuesParser::new(names).map(|name| backend_from_name(&name).unwrap_or_default())
+}
+
+const AFTER_HELP: &str = "\
+Commands run in the order given, in one process, on one buffer and registration (both belong \
+to the process that made them):
+  odpctl info
+  odpctl alloc 8M register rw fault 0 1M snapshot 0 8 copy 0 4096 4096 stats
+  odpctl --json alloc 1M register fault 0 64K snapshot 0 16 stats
+Offsets and sizes take K/M/G suffixes or 0x. With --json, info, snapshot and stats print one \
+JSON object per line on standard output (its \"command\" key names the command) and every \
+other message goes to standard error.";
+
+/// Drive /dev/odp_hmm: map a buffer, register it, fault it, let the device copy it, invalidate
+/// it, and read the counters.
+#[derive(Debug, Parser)]
+#[command(
+    name = "odpctl",
+    version,
+    override_usage = "odpctl [--json] COMMAND [ARGS]... [COMMAND [ARGS]...]...",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    /// Print info, snapshot and stats as JSON (one object per line)
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+enum Cmd {
+    /// The DMA device, its IOMMU domain, the default backend
+    Info,
+    /// Map a buffer, filled with a pattern
+    Alloc {
+        /// Size of the buffer
+        #[arg(value_parser = parse_size)]
+        size: usize,
+        /// What memory to map
+        #[arg(value_enum, default_value_t = Kind::Anon)]
+        kind: Kind,
+    },
+    /// The backend of the next register
+    Backend {
+        /// The mapping backend (default: the module's backend= parameter)
+        #[arg(value_parser = backend_parser())]
+        name: u32,
+    },
+    /// Register the whole buffer
+    Register {
+        /// What the device may do with the buffer
+        #[arg(value_enum, default_value_t = Access::Rw)]
+        access: Access,
+    },
+    /// Fault LEN bytes at OFF in: the pages become device-mapped
+    Fault {
+        /// Offset in the buffer
+        #[arg(value_parser = parse_size)]
+        off: usize,
+        /// Length in bytes
+        #[arg(value_parser = parse_size)]
+        len: usize,
+        /// How to fault the pages
+        #[arg(value_enum, default_value_t = How::Read)]
+        how: How,
+    },
+    /// Per-page state of NPAGES pages at OFF (pages with no state are not listed)
+    Snapshot {
+        /// Offset in the buffer
+        #[arg(value_parser = parse_size)]
+        off: usize,
+        /// Number of pages
+        #[arg(value_parser = parse_size)]
+        npages: usize,
+    },
+    /// The device copies LEN bytes from SRC to DST within the buffer
+    Copy {
+        /// Source offset in the buffer
+        #[arg(value_parser = parse_size)]
+        src: usize,
+        /// Destination offset in the buffer
+        #[arg(value_parser = parse_size)]
+        dst: usize,
+        /// Length in bytes
+        #[arg(value_parser = parse_size)]
+        len: usize,
+    },
+    /// Compare LEN bytes at SRC and DST
+    Verify {
+        /// Source offset in the buffer
+        #[arg(value_parser = parse_size)]
+        src: usize,
+        /// Destination offset in the buffer
+        #[arg(value_parser = parse_size)]
+        dst: usize,
+        /// Length in bytes
+        #[arg(value_parser = parse_size)]
+        len: usize,
+    },
+    /// Unmap part of the buffer (the kernel invalidates it)
+    Munmap {
+        /// Offset in the buffer
+        #[arg(value_parser = parse_size)]
+        off: usize,
+        /// Length in bytes
+        #[arg(value_parser = parse_size)]
+        len: usize,
+    },
+    /// Map fresh memory over part of the buffer, filled with a new pattern
+    Remap {
+        /// Offset in the buffer
+        #[arg(value_parser = parse_size)]
+        off: usize,
+        /// Length in bytes
+        #[arg(value_parser = parse_size)]
+        len: usize,
+    },
+    /// Counters of the registration (of all registrations before register)
+    Stats,
+    /// Unregister the registration
+    Unregister,
+    /// A guided tour: fault, device copy, invalidate, refault
+    Demo,
+    /// Print a completion script for SHELL (its commands and their values)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Parses a command line of one or more commands: splits it before each command name and lets
+/// clap parse each part (with the options given before the first command). A `help` command
+/// takes the rest of the line, as clap's own would.
+fn parse_chain(args: &[String]) -> std::result::Result<Vec<Cli>, clap::Error> {
+    let cli = Cli::command();
+    let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+    let is_cmd = |a: &String| names.contains(&a.as_str());
+    let first = args.iter().position(is_cmd).unwrap_or(args.len());
+    let (lead, rest) = args.split_at(first);
+    let mut parts: Vec<Vec<&String>> = Vec::new();
+    for a in rest {
+        match parts.last_mut() {
+            Some(part) if !is_cmd(a) || lead.iter().any(|l| l == "help") => part.push(a),
+            _ => parts.push(vec![a]),
         }
     }
-    Ok(())
+    if parts.is_empty() {
+        // No command: clap prints the help, the version, or what is missing.
+        parts.push(Vec::new());
+    }
+    parts
+        .into_iter()
+        .map(|part| {
+            Cli::try_parse_from(
+                ["odpctl"]
+                    .iter()
+                    .copied()
+                    .chain(lead.iter().chain(part).map(String::as_str)),
+            )
+        })
+        .collect()
 }
-
-const USAGE: &str = "usage: odpctl COMMAND [ARGS]... [COMMAND [ARGS]...]...
-  info | demo | alloc SIZE [anon|thp|shm] | backend NAME | register [ro|rw]
-  fault OFF LEN [read|write|nofault] | snapshot OFF NPAGES | copy SRC DST LEN
-  verify SRC DST LEN | munmap OFF LEN | remap OFF LEN | stats | unregister";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    }
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    let chain = match parse_chain(&args) {
+        Ok(chain) => chain,
+        // Help and version exit 0, usage errors 2.
+        Err(e) => e.exit(),
+    };
+    let mut s = Session::new(chain.iter().any(|c| c.json));
+    for c in chain {
+        if let Err(e) = s.run(c.command) {
             eprintln!("odpctl: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> std::result::Result<Vec<Cli>, clap::Error> {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        parse_chain(&args)
+    }
+
+    fn commands(line: &str) -> Vec<Cmd> {
+        parse(line)
+            .expect("parses")
+            .into_iter()
+            .map(|c| c.command)
+            .collect()
+    }
+
+    #[test]
+    fn a_chain_is_one_command_per_name() {
+        assert_eq!(
+            commands(
+                "alloc 8M thp backend kernel register ro fault 0 1M write snapshot 0x1000 8 stats"
+            ),
+            [
+                Cmd::Alloc {
+                    size: 8 << 20,
+                    kind: Kind::Thp
+                },
+                Cmd::Backend {
+                    name: ODP_HMM_BACKEND_KERNEL
+                },
+                Cmd::Register { access: Access::Ro },
+                Cmd::Fault {
+                    off: 0,
+                    len: 1 << 20,
+                    how: How::Write
+                },
+                Cmd::Snapshot {
+                    off: 0x1000,
+                    npages: 8
+                },
+                Cmd::Stats,
+            ]
+        );
+    }
+
+    #[test]
+    fn optional_values_take_their_defaults() {
+        assert_eq!(
+            commands("alloc 4K register fault 0 4K"),
+            [
+                Cmd::Alloc {
+                    size: 4096,
+                    kind: Kind::Anon
+                },
+                Cmd::Register { access: Access::Rw },
+                Cmd::Fault {
+                    off: 0,
+                    len: 4096,
+                    how: How::Read
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn json_counts_wherever_it_is_given() {
+        for line in [
+            "--json info stats",
+            "info --json stats",
+            "info stats --json",
+        ] {
+            let chain = parse(line).expect("parses");
+            assert!(chain.iter().any(|c| c.json), "{line}");
+        }
+        assert!(!parse("info stats").expect("parses").iter().any(|c| c.json));
+    }
+
+    #[test]
+    fn a_mistake_anywhere_refuses_the_whole_line() {
+        for line in [
+            "info alloc 1M bogus",
+            "alloc 1M fault 0",
+            "alloc 12Q",
+            "backend nonsense",
+            "info frobnicate",
+            "frobnicate",
+            "",
+        ] {
+            let e = parse(line)
+                .err()
+                .unwrap_or_else(|| panic!("{line:?} parsed"));
+            assert_eq!(e.exit_code(), 2, "{line:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn help_takes_the_rest_of_the_line() {
+        let e = parse("help fault").expect_err("help is not a command to run");
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(e.to_string().contains("odpctl fault"), "{e}");
+    }
+
+    #[test]
+    fn reports_serialize_tagged_with_their_command() {
+        let stats = odp_hmm_stats {
+            version: ODP_HMM_ABI_VERSION,
+            handle: 7,
+            faults: 3,
+            pages_now: 16,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(Report::Stats(StatsView(stats))).expect("json");
+        assert_eq!(v["command"], "stats");
+        assert_eq!(v["handle"], 7);
+        assert_eq!(v["faults"], 3);
+        assert_eq!(v["pages_now"], 16);
+        assert!(
+            v.get("version").is_none() && v.get("reserved").is_none(),
+            "{v}"
+        );
+
+        let ps = page_size();
+        let pages = [
+            odp_hmm_page::default(),
+            odp_hmm_page {
+                dma_addr: 0xff80_1000,
+                flags: ODP_HMM_PAGE_VALID | ODP_HMM_PAGE_DMA_MAPPED,
+                order: 0,
+            },
+        ];
+        let v = serde_json::to_value(Report::Snapshot(SnapshotView::new(2 * ps, 2, &pages)))
+            .expect("json");
+        assert_eq!(v["command"], "snapshot");
+        assert_eq!(v["mapped"], 1);
+        assert_eq!(v["pages"].as_array().map(Vec::len), Some(1));
+        assert_eq!(v["pages"][0]["page"], 3);
+        assert_eq!(v["pages"][0]["dma_addr"], 0xff80_1000u64);
+        assert_eq!(
+            v["pages"][0]["flags"],
+            serde_json::json!(["valid", "dma-mapped"])
+        );
+
+        let info = odp_hmm_info {
+            pci_vendor: 0x1234,
+            pci_device: 0x11e8,
+            pci_devfn: 0x50,
+            domain_type: ODP_HMM_DOMAIN_DMA,
+            flags: ODP_HMM_INFO_IOVA,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(Report::Info(InfoView::from(&info))).expect("json");
+        assert_eq!(v["command"], "info");
+        assert_eq!(v["dma_device"], "0000:00:0a.0");
+        assert_eq!(v["edu"], true);
+        assert_eq!(v["iova"], true);
+        assert_eq!(v["copy_engine"], false);
+        assert_eq!(v["iommu_domain"], domain_name(ODP_HMM_DOMAIN_DMA));
+    }
+
+    #[test]
+    fn completions_list_the_commands() {
+        let mut out = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "odpctl",
+            &mut out,
+        );
+        let script = String::from_utf8(out).expect("utf-8");
+        for name in ["info", "alloc", "snapshot", "completions"] {
+            assert!(script.contains(name), "{name} missing");
         }
     }
 }
