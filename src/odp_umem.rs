@@ -17,8 +17,8 @@
 //!
 //! 1. the device engine lock (`DmaDevice::engine`), held across the transfers of a device copy
 //!    (never across a fault: a copy faults its pages in first, then takes it);
-//! 2. the mmap lock, read side, only around `hmm_range_fault()`, never with `inner` or the engine
-//!    lock held;
+//! 2. the mmap lock, read side, taken by `hmm_range_fault_unlocked_timeout()` (which page faults
+//!    may drop and retake), never with `inner` or the engine lock held;
 //! 3. `inner`.
 //!
 //! The mm calls the callback with its own locks held (the mmap lock during munmap) and from
@@ -88,7 +88,7 @@ use crate::{
 pub(crate) const FAULT_BATCH: usize = 512;
 
 /// How long a fault keeps retrying a range that keeps changing (`HMM_RANGE_DEFAULT_TIMEOUT`).
-const FAULT_TIMEOUT_MS: i64 = 1000;
+const FAULT_TIMEOUT_MS: u32 = 1000;
 
 /// Pages one device access may span: `ODP_HMM_DMA_MAX_LEN` (one page) at any offset.
 const MAX_ACCESS_PAGES: usize = 2;
@@ -367,7 +367,7 @@ impl OdpUmem {
                     break c;
                 }
                 self.state().inner.lock().counters.fault_retries += 1;
-                if begun.elapsed() > Delta::from_millis(FAULT_TIMEOUT_MS) {
+                if begun.elapsed() > Delta::from_millis(i64::from(FAULT_TIMEOUT_MS)) {
                     return Err(EBUSY);
                 }
                 if fatal_signal_pending() {
@@ -392,19 +392,19 @@ impl OdpUmem {
         scratch: Scratch<'_>,
     ) -> Result<Option<Committed>> {
         let state = self.state();
-        let seq = self.notifier.read_begin();
         scratch.words.fill(0);
         let walk = Instant::<Monotonic>::now();
-        let read = {
-            let mmap = mm.mmap_read_lock();
-            let start = state.range.addr_of(chunk.first);
-            hmm::range_fault(&self.notifier, seq, start, scratch.words, request, &mmap)
-        };
+        let start = state.range.addr_of(chunk.first);
+        // It retries invalidated ranges itself, for up to the whole timeout (then `EBUSY`).
+        let seq = hmm::range_fault(
+            &self.notifier,
+            mm,
+            start,
+            scratch.words,
+            request,
+            FAULT_TIMEOUT_MS,
+        )?;
         let walk_ns = elapsed_ns(walk);
-        match read {
-            Err(err) if err == EBUSY => return Ok(None),
-            other => other?,
-        }
         let mut inner = state.inner.lock();
         inner.counters.fault_ns += walk_ns;
         if self.notifier.read_retry(seq) {

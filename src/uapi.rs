@@ -121,11 +121,12 @@ impl ArgPtr {
         }
     }
 
-    /// Reads the argument and checks its size (`ENOTTY` if the module knows no such size: the
-    /// call is not one it knows) and its version (`EPROTONOSUPPORT` if 0 or newer than the
-    /// module's). Fields beyond the caller's size read as 0.
+    /// Reads the argument and checks its size (`ENOTTY` unless it is the structure's size in
+    /// some ABI version: the call is not one the module knows) and its version
+    /// (`EPROTONOSUPPORT` if 0 or newer than the module's). Fields beyond the caller's size read
+    /// as 0.
     pub(crate) fn read<T: Arg>(self) -> Result<T> {
-        if self.size < T::MIN_SIZE || self.size > size_of::<T>() {
+        if self.size != T::MIN_SIZE && self.size != size_of::<T>() {
             return Err(ENOTTY);
         }
         let mut value = T::default();

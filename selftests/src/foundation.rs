@@ -42,6 +42,10 @@ pub const TESTS: &[&Test] = &[
         run: info_reports_device,
     },
     &Test {
+        name: "info_of_abi_version_1_still_works",
+        run: info_abi_v1,
+    },
+    &Test {
         name: "unload_with_open_device_refused",
         run: unload_with_open_device,
     },
@@ -154,6 +158,39 @@ fn info_reports_device() -> TestResult {
         iova,
         expected == ODP_HMM_DOMAIN_DMA || expected == ODP_HMM_DOMAIN_DMA_FQ,
         "IOVA mode flag"
+    );
+    Ok(())
+}
+
+/// A program built against the version-1 header passes the 48-byte `struct odp_hmm_info` (its
+/// size is in the ioctl number): it must get the same first 48 bytes, and nothing beyond.
+fn info_abi_v1() -> TestResult {
+    let dev = Device::open()?;
+    let now = dev.info()?;
+    check!(
+        now.live_registrations == 0 && now.live_iova_bytes == 0,
+        "gauges with nothing registered: {now:?}"
+    );
+    let v1 = ODP_HMM_INFO_SIZE_V1 as usize;
+    let cmd = (ODP_HMM_IOC_INFO & !(0x3fff << 16)) | ((v1 as u32) << 16);
+    let mut arg = odp_hmm_info {
+        version: 1,
+        ..Default::default()
+    };
+    let sentinel = u64::MAX;
+    arg.live_registrations = sentinel;
+    // SAFETY: `arg` is larger than the 48 bytes the command names.
+    unsafe { dev.raw_ioctl(cmd, &mut arg)? };
+    check_eq!(arg.version, 1, "the caller's version is echoed");
+    check_eq!(
+        (arg.pci_bus, arg.pci_devfn, arg.domain_type, arg.dma_mask),
+        (now.pci_bus, now.pci_devfn, now.domain_type, now.dma_mask),
+        "version-1 fields"
+    );
+    check_eq!(
+        arg.live_registrations,
+        sentinel,
+        "bytes past the version-1 size were written"
     );
     Ok(())
 }

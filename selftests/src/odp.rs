@@ -1293,8 +1293,13 @@ fn kill_and_reap() -> Result<Option<odp_hmm_stats>, Outcome> {
         Err(e) => return Err(format!("process_mrelease: {e}").into()),
     }
     let stats = dev.stats(handle)?;
-    // A registration whose process is gone still unregisters.
-    dev.unregister(handle)?;
+    // The registration is the dead process's: another process may read its counters, not
+    // unregister it. It goes when the last copy of the file is closed (here, when `dev` drops).
+    expect_errno(
+        dev.unregister(handle),
+        libc::EPERM,
+        "unregister from another process",
+    )?;
     Ok((stats.invalidations_nonblocking > 0).then_some(stats))
 }
 

@@ -6,8 +6,9 @@
 
 use kernel::{
     error::to_result,
-    mm::MmapReadGuard,
-    prelude::*, //
+    mm::MmWithUser,
+    prelude::*,
+    time::msecs_to_jiffies, //
 };
 
 use crate::{
@@ -30,26 +31,29 @@ pub(crate) enum Request {
 }
 
 /// Fills `pfns` with the state of the pages of `start..start + pfns.len() * PAGE_SIZE`, which
-/// must lie inside `notifier`'s range, faulting them in as `request` asks.
+/// must lie inside `notifier`'s range, faulting them in as `request` asks, with
+/// `hmm_range_fault_unlocked_timeout()`: it takes the mmap lock itself and lets page faults drop
+/// it (so a userfaultfd handler or a slow file can supply the pages), and retries ranges that an
+/// invalidation hit, for up to `timeout_ms`. `mm` (with users) must be the notifier's mm, and the
+/// caller must not hold its mmap lock.
 ///
-/// `seq` is from [`IntervalNotifier::read_begin`], and `_mmap` proves the mmap lock of the
-/// notifier's mm is held. The words in `pfns` are in the `HMM_PFN_*` layout; their request bits
-/// are overwritten. Nothing is pinned: the result is only valid once the caller has checked
-/// [`IntervalNotifier::read_retry`] under its update lock.
+/// Returns the sequence number the words are valid for: nothing is pinned, so the result may
+/// only be used once the caller has checked [`IntervalNotifier::read_retry`] with it under its
+/// update lock. The words are in the `HMM_PFN_*` layout; their request bits are overwritten.
 ///
 /// # Errors
 ///
-/// `EBUSY` if the range was invalidated meanwhile (retry with a new `seq`), `EFAULT` if a page
-/// cannot be faulted in (no VMA, `VM_IO`/`VM_PFNMAP`, not readable), `EPERM` if a write is asked
-/// of a read-only VMA, `ENOMEM`.
+/// `EBUSY` if the range kept being invalidated for `timeout_ms`, `EFAULT` if a page cannot be
+/// faulted in (no VMA, `VM_IO`/`VM_PFNMAP`, not readable) or the mm is exiting, `EPERM` if a
+/// write is asked of a read-only VMA, `EINTR` on a fatal signal, `ENOMEM`.
 pub(crate) fn range_fault<T: Invalidate>(
     notifier: &IntervalNotifier<T>,
-    seq: u64,
+    _mm: &MmWithUser,
     start: u64,
     pfns: &mut [u64],
     request: Request,
-    _mmap: &MmapReadGuard<'_>,
-) -> Result {
+    timeout_ms: u32,
+) -> Result<u64> {
     let default_flags = match request {
         Request::Snapshot => 0,
         Request::Read => crate::pfn_flags::REQ_FAULT,
@@ -60,7 +64,7 @@ pub(crate) fn range_fault<T: Invalidate>(
     // CAST: `unsigned long` is 64 bits wide on the targets this module builds for (see `kapi`).
     let mut range = odp::hmm_range {
         notifier: notifier.as_raw(),
-        notifier_seq: seq as usize,
+        notifier_seq: 0,
         start: start as usize,
         end: (start + len) as usize,
         hmm_pfns: pfns.as_mut_ptr().cast::<usize>(),
@@ -68,7 +72,11 @@ pub(crate) fn range_fault<T: Invalidate>(
         pfn_flags_mask: 0,
         dev_private_owner: core::ptr::null_mut(),
     };
-    // SAFETY: `range` describes `pfns.len()` pages backed by `pfns`, its notifier is inserted,
-    // and the caller holds the mmap read lock of the notifier's mm.
-    to_result(unsafe { odp::hmm_range_fault(&mut range) })
+    // At least one jiffy: 0 would mean "retry forever".
+    let timeout = msecs_to_jiffies(timeout_ms).max(1);
+    // SAFETY: `range` describes `pfns.len()` pages backed by `pfns`, inside the range of its
+    // inserted notifier, whose mm has users (`_mm`); the caller holds no mmap lock.
+    to_result(unsafe { odp::hmm_range_fault_unlocked_timeout(&mut range, timeout) })?;
+    // CAST: As above.
+    Ok(range.notifier_seq as u64)
 }

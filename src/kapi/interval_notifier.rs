@@ -4,10 +4,10 @@
 //!
 //! C header: [`include/linux/mmu_notifier.h`](srctree/include/linux/mmu_notifier.h).
 //!
-//! The contract (`Documentation/mm/hmm.rst`): a reader takes a sequence number with
-//! [`IntervalNotifier::read_begin`], reads the page tables (`hmm_range_fault()`), then takes its
-//! *update lock* and commits only if [`IntervalNotifier::read_retry`] says no invalidation ran in
-//! between. The invalidation callback takes the same update lock and calls
+//! The contract (`Documentation/mm/hmm.rst`): a reader takes a sequence number
+//! (`mmu_interval_read_begin()`, inside `hmm_range_fault_unlocked_timeout()`), reads the page
+//! tables, then takes its *update lock* and commits only if [`IntervalNotifier::read_retry`] says
+//! no invalidation ran in between. The invalidation callback takes the same update lock and calls
 //! [`Invalidation::set_seq`] under it before it tears anything down.
 
 use core::{
@@ -172,15 +172,6 @@ impl<T: Invalidate> IntervalNotifier<T> {
     /// The data the callback works on.
     pub(crate) fn data(&self) -> &T {
         &self.node().data
-    }
-
-    /// Begins a read of the range: the sequence number to check with [`Self::read_retry`].
-    /// Sleeps while an invalidation of the range is in progress.
-    pub(crate) fn read_begin(&self) -> u64 {
-        // SAFETY: `raw` is inserted by the type invariants.
-        let seq = unsafe { bindings::mmu_interval_read_begin(self.raw()) };
-        // CAST: `unsigned long` is 64 bits wide here (see `kapi`).
-        seq as u64
     }
 
     /// Whether an invalidation ran since `seq` was read: if so, what was read must be discarded.

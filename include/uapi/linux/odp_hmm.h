@@ -10,10 +10,10 @@
  *   - the first field is @version: the ABI version the caller was built
  *     against, 1 up to ODP_HMM_ABI_VERSION;
  *   - a later ABI grows a structure at its end only, and bumps the version.
- *     The size is part of the ioctl number, and the module takes any size
- *     from the structure's first version to its current one: fields beyond
- *     the caller's size are neither read nor written, so a program built
- *     against an older header keeps working unchanged;
+ *     The size is part of the ioctl number, and the module takes the
+ *     structure's size in any ABI version: fields beyond the caller's size
+ *     are neither read nor written, so a program built against an older
+ *     header keeps working unchanged;
  *   - every flags field rejects unknown bits, every reserved field must be 0.
  *
  * Version history:

@@ -10,7 +10,9 @@
 /// The device node.
 pub const ODP_HMM_DEVICE_PATH: &str = "/dev/odp_hmm";
 /// The ABI version every argument structure carries.
-pub const ODP_HMM_ABI_VERSION: u32 = 1;
+pub const ODP_HMM_ABI_VERSION: u32 = 2;
+/// The size of `struct odp_hmm_info` in ABI version 1.
+pub const ODP_HMM_INFO_SIZE_V1: u32 = 48;
 
 /// Largest snapshot, in pages.
 pub const ODP_HMM_SNAPSHOT_MAX_PAGES: u32 = 1 << 20;
@@ -68,6 +70,10 @@ pub struct odp_hmm_info {
     pub backend: u32,
     pub page_size: u32,
     pub dma_mask: u64,
+    pub live_registrations: u64,
+    pub live_pages_mapped: u64,
+    pub live_iova_bytes: u64,
+    pub live_bookkeeping_bytes: u64,
 }
 
 impl odp_hmm_info {

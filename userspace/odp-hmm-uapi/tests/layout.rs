@@ -63,6 +63,10 @@ fn header_and_mirror_agree() {
             backend,
             page_size,
             dma_mask,
+            live_registrations,
+            live_pages_mapped,
+            live_iova_bytes,
+            live_bookkeeping_bytes,
         }
     );
     check_struct!(
@@ -172,6 +176,7 @@ fn header_and_mirror_agree() {
         c,
         rust,
         ODP_HMM_ABI_VERSION,
+        ODP_HMM_INFO_SIZE_V1,
         ODP_HMM_SNAPSHOT_MAX_PAGES,
         ODP_HMM_DMA_MAX_LEN,
         ODP_HMM_INFO_COPY_ENGINE,
