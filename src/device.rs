@@ -213,7 +213,7 @@ impl OdpFile {
         let dev = dma_device::current()?;
         let handle = self.reserve(range.len())?;
         let writable = req.flags & uapi::ACCESS_WRITE != 0;
-        let umem = match OdpUmem::new(mm, dev, range, writable, backend) {
+        let umem = match OdpUmem::new(mm, dev, range, writable, backend, None) {
             Ok(umem) => umem,
             Err(err) => {
                 let mut inner = self.inner.lock();
@@ -353,30 +353,9 @@ impl OdpFile {
         } else {
             (self.lookup(req.handle)?.stats(), 1)
         };
-        req.faults = total.umem.faults;
-        req.pages_faulted = total.umem.pages_faulted;
-        req.pages_mapped = total.map.pages_mapped;
-        req.pages_unmapped = total.map.pages_unmapped;
-        req.invalidations = total.umem.invalidations;
-        req.invalidations_ignored = total.umem.invalidations_ignored;
-        req.fault_retries = total.umem.fault_retries;
-        req.link_calls = total.map.link_calls;
-        req.sync_calls = total.map.sync_calls;
-        req.unlink_calls = total.map.unlink_calls;
-        req.p2p_host_bridge_pages = total.map.p2p_host_bridge_pages;
-        req.p2p_bus_pages = total.map.p2p_bus_pages;
-        req.p2p_refused_pages = total.map.p2p_refused_pages;
-        req.iova_bytes = total.iova_bytes;
-        req.bookkeeping_bytes = total.bookkeeping_bytes;
-        req.pages_now = total.pages_now;
+        total.write_to(&mut req);
         // CAST: A count of registrations fits `u64`.
         req.registrations = live as u64;
-        req.fault_ns = total.umem.fault_ns;
-        req.map_ns = total.umem.map_ns;
-        req.sync_ns = total.map.sync_ns;
-        req.unmap_ns = total.umem.unmap_ns;
-        req.link_ns = total.map.link_ns;
-        req.invalidations_nonblocking = total.umem.invalidations_nonblocking;
         arg.write(&req)
     }
 

@@ -817,6 +817,17 @@ impl HmmDmaMap {
         n
     }
 
+    /// The pages an unmap of `first..end` unmaps: widened to whole link units (see `link_plan`).
+    pub(crate) fn unit_span(&self, first: usize, end: usize) -> (usize, usize) {
+        let end = end.min(self.npages);
+        match &self.store {
+            Store::Iova { states, .. } | Store::Map { states, .. } => {
+                self.grouping.expand_to_units(states, first, end)
+            }
+            Store::Kernel(_) | Store::Unmapped { .. } => (first, end),
+        }
+    }
+
     /// Unmaps every page (before the registration goes, or the device does).
     pub(crate) fn unmap_all(&mut self) -> usize {
         self.unmap(0, self.npages, true)

@@ -14,7 +14,8 @@
 //! - [`pfn_flags`], [`range`], [`link_plan`], [`pci_addr`]: pure logic, host-tested;
 //!   [`gauges`]: module-wide gauges.
 //! - [`hmm_dma_map`]: the mapping manager; [`p2p`]: peer memory; [`odp_umem`]: registrations.
-//! - [`device`], [`dma_copy`], [`uapi`]: the character device and its ABI.
+//! - [`device`], [`dma_copy`], [`uapi`]: the character device and its ABI;
+//!   [`driver_api`]: the in-kernel API for device drivers (`include/linux/odp_hmm.h`).
 //! - [`dma_device`], [`edu`]: the DMA device and its lifetime.
 //! - [`kapi`], [`bindings`]: the only code that calls C.
 
@@ -32,6 +33,7 @@ mod bindings;
 mod device;
 mod dma_copy;
 mod dma_device;
+mod driver_api;
 mod edu;
 mod gauges;
 mod hmm_dma_map;

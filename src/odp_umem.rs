@@ -38,7 +38,8 @@ use kernel::{
     sync::{
         aref::ARef,
         Arc,
-        Mutex, //
+        Mutex,
+        MutexGuard, //
     },
     time::{
         Delta,
@@ -55,7 +56,8 @@ use crate::{
         Backend,
         Committed,
         HmmDmaMap,
-        MapCounters, //
+        MapCounters,
+        PageView, //
     },
     kapi::{
         hmm::{
@@ -64,9 +66,11 @@ use crate::{
         },
         interval_notifier::{
             Event,
+            FirstPass,
             IntervalNotifier,
             Invalidate,
-            Invalidation, //
+            Invalidation,
+            PassRange, //
         },
         mm::lockdep_prime_reclaim,
         sched::fatal_signal_pending,
@@ -89,6 +93,10 @@ pub(crate) const FAULT_BATCH: usize = 512;
 
 /// How long a fault keeps retrying a range that keeps changing (`HMM_RANGE_DEFAULT_TIMEOUT`).
 const FAULT_TIMEOUT_MS: u32 = 1000;
+
+/// How many times [`OdpUmem::fault_and_lock`] faults a range that an invalidation hit before it
+/// got the lock, before giving up with `EBUSY`.
+const LOCK_ATTEMPTS: usize = 16;
 
 /// Pages one device access may span: `ODP_HMM_DMA_MAX_LEN` (one page) at any offset.
 const MAX_ACCESS_PAGES: usize = 2;
@@ -129,6 +137,34 @@ pub(crate) struct UmemStats {
     pub(crate) bookkeeping_bytes: u64,
     /// Pages mapped now.
     pub(crate) pages_now: u64,
+}
+
+impl UmemStats {
+    /// Fills the counters and gauges of `out` (`struct odp_hmm_stats`) but `registrations`.
+    pub(crate) fn write_to(&self, out: &mut uapi::Stats) {
+        out.faults = self.umem.faults;
+        out.pages_faulted = self.umem.pages_faulted;
+        out.pages_mapped = self.map.pages_mapped;
+        out.pages_unmapped = self.map.pages_unmapped;
+        out.invalidations = self.umem.invalidations;
+        out.invalidations_ignored = self.umem.invalidations_ignored;
+        out.fault_retries = self.umem.fault_retries;
+        out.link_calls = self.map.link_calls;
+        out.sync_calls = self.map.sync_calls;
+        out.unlink_calls = self.map.unlink_calls;
+        out.p2p_host_bridge_pages = self.map.p2p_host_bridge_pages;
+        out.p2p_bus_pages = self.map.p2p_bus_pages;
+        out.p2p_refused_pages = self.map.p2p_refused_pages;
+        out.iova_bytes = self.iova_bytes;
+        out.bookkeeping_bytes = self.bookkeeping_bytes;
+        out.pages_now = self.pages_now;
+        out.fault_ns = self.umem.fault_ns;
+        out.map_ns = self.umem.map_ns;
+        out.sync_ns = self.map.sync_ns;
+        out.unmap_ns = self.umem.unmap_ns;
+        out.link_ns = self.map.link_ns;
+        out.invalidations_nonblocking = self.umem.invalidations_nonblocking;
+    }
 }
 
 /// What a fault call did.
@@ -207,6 +243,33 @@ struct Inner {
     counters: UmemCounters,
 }
 
+/// A driver that keeps translations of a registration's pages of its own (the in-kernel API,
+/// `driver_api.rs`): told about an invalidation before any page of it is unlinked, so that it can
+/// zap its entries and fence its device first.
+///
+/// Every method runs under the update lock, from the mm's invalidation (possibly from memory
+/// reclaim): it must not allocate memory that could recurse into reclaim, nor take a lock that is
+/// held while the update lock is taken. The range is in user addresses and may be wider than the
+/// mm's: whole link units, clipped to the registration.
+pub(crate) trait UmemClient: Send + Sync {
+    /// Zaps `start..end` and fences the device before returning. When `blockable` is false it
+    /// must not sleep; returning `false` makes the mm try again later.
+    fn invalidate(&self, start: u64, end: u64, blockable: bool) -> bool;
+
+    /// Whether the client has the two-pass callbacks below (used whenever the invalidation may
+    /// sleep; [`Self::invalidate`] otherwise).
+    fn two_pass(&self) -> bool {
+        false
+    }
+
+    /// First pass: starts the shootdown of `start..end`; may sleep.
+    fn invalidate_start(&self, _start: u64, _end: u64) {}
+
+    /// Second pass, once every notifier of the range ran its first: waits until the device
+    /// stopped using `start..end`; may sleep. The pages are unlinked after it returns.
+    fn invalidate_finish(&self, _start: u64, _end: u64) {}
+}
+
 /// The part of a registration the invalidation callback works on.
 #[pin_data]
 pub(crate) struct UmemState {
@@ -214,34 +277,27 @@ pub(crate) struct UmemState {
     #[pin]
     inner: Mutex<Inner>,
     range: UserRange,
+    /// The driver that keeps its own translations, if any.
+    client: Option<KBox<dyn UmemClient>>,
 }
 
-impl Invalidate for UmemState {
-    fn invalidate(&self, inv: &Invalidation<'_>) -> bool {
-        // Where the callback must not sleep, a busy lock makes the caller (the OOM reaper) try
-        // again later rather than wait.
-        let blockable = inv.blockable();
-        let mut inner = if blockable {
-            self.inner.lock()
-        } else {
-            match self.inner.try_lock() {
-                Some(inner) => inner,
-                None => return false,
-            }
-        };
-        if !blockable {
-            inner.counters.invalidations_nonblocking += 1;
-        }
-        inv.set_seq();
-        let span = match inv.event() {
+impl UmemState {
+    /// The pages of the registration that an invalidation of `range` covers.
+    fn span_of(&self, range: &PassRange) -> Option<PageSpan> {
+        match range.event {
             Event::Release => Some(PageSpan {
                 first: 0,
                 end: self.range.npages(),
             }),
-            Event::Other => self.range.overlap(inv.start(), inv.end()),
-        };
+            Event::Other => self.range.overlap(range.start, range.end),
+        }
+    }
+
+    /// Unmaps the pages of `range` (the client's second pass, if any, ran); with the update lock
+    /// held.
+    fn unmap(&self, inner: &mut Inner, range: &PassRange, blockable: bool) {
         let start = Instant::<Monotonic>::now();
-        let unmapped = match (span, inner.map.live()) {
+        let unmapped = match (self.span_of(range), inner.map.live()) {
             (Some(span), Ok(map)) => map.unmap(span.first, span.end, blockable),
             _ => 0,
         };
@@ -251,7 +307,82 @@ impl Invalidate for UmemState {
         } else {
             inner.counters.invalidations_ignored += 1;
         }
+    }
+
+    /// The user addresses of the pages an unmap of `range` unmaps, if the client must hear of
+    /// them.
+    fn client_range(&self, inner: &mut Inner, range: &PassRange) -> Option<(u64, u64)> {
+        self.client.as_ref()?;
+        let span = self.span_of(range)?;
+        let (first, end) = inner.map.live().ok()?.unit_span(span.first, span.end);
+        Some((self.range.addr_of(first), self.range.addr_of(end)))
+    }
+
+    /// Takes the update lock for invalidation `inv` (only tries when it must not sleep) and
+    /// publishes its sequence number.
+    fn lock_for(&self, inv: &Invalidation<'_>) -> Option<MutexGuard<'_, Inner>> {
+        // Where the callback must not sleep, a busy lock makes the caller (the OOM reaper) try
+        // again later rather than wait.
+        let inner = if inv.blockable() {
+            self.inner.lock()
+        } else {
+            let mut inner = self.inner.try_lock()?;
+            inner.counters.invalidations_nonblocking += 1;
+            inner
+        };
+        inv.set_seq();
+        Some(inner)
+    }
+}
+
+impl Invalidate for UmemState {
+    fn invalidate(&self, inv: &Invalidation<'_>) -> bool {
+        let Some(mut inner) = self.lock_for(inv) else {
+            return false;
+        };
+        let range = inv.pass_range();
+        if let (Some(client), Some((start, end))) =
+            (self.client.as_ref(), self.client_range(&mut inner, &range))
+        {
+            if !client.invalidate(start, end, inv.blockable()) {
+                return false;
+            }
+        }
+        self.unmap(&mut inner, &range, inv.blockable());
         true
+    }
+
+    fn invalidate_start(&self, inv: &Invalidation<'_>) -> FirstPass {
+        let two_pass = self.client.as_ref().is_some_and(|c| c.two_pass());
+        if !two_pass || !inv.blockable() {
+            return FirstPass::Done(self.invalidate(inv));
+        }
+        let Some(mut inner) = self.lock_for(inv) else {
+            return FirstPass::Done(false);
+        };
+        let range = inv.pass_range();
+        match (self.client.as_ref(), self.client_range(&mut inner, &range)) {
+            (Some(client), Some((start, end))) => {
+                client.invalidate_start(start, end);
+                // No fault can commit until the invalidation ends (`set_seq`), so the lock may
+                // go until the second pass.
+                FirstPass::Finish
+            }
+            _ => {
+                self.unmap(&mut inner, &range, true);
+                FirstPass::Done(true)
+            }
+        }
+    }
+
+    fn invalidate_finish(&self, range: &PassRange) {
+        let mut inner = self.inner.lock();
+        if let (Some(client), Some((start, end))) =
+            (self.client.as_ref(), self.client_range(&mut inner, range))
+        {
+            client.invalidate_finish(start, end);
+        }
+        self.unmap(&mut inner, range, true);
     }
 }
 
@@ -277,13 +408,16 @@ impl OdpUmem {
         range: UserRange,
         writable: bool,
         backend: Backend,
+        client: Option<KBox<dyn UmemClient>>,
     ) -> Result<Arc<Self>> {
         check_mapped(mm, &range)?;
         let map = HmmDmaMap::new(dev.dma(), backend, range.first_vpn(), range.npages())?;
+        let two_pass = client.as_ref().is_some_and(|c| c.two_pass());
         let notifier = IntervalNotifier::insert(
             mm,
             range.start(),
             range.len(),
+            two_pass,
             try_pin_init!(UmemState {
                 inner <- new_mutex!(
                     Inner {
@@ -296,6 +430,7 @@ impl OdpUmem {
                     "UmemState::inner"
                 ),
                 range,
+                client,
             }),
         )?;
         let umem = Arc::new(
@@ -520,6 +655,55 @@ impl OdpUmem {
         access(segs.as_slice()).map(Some)
     }
 
+    /// Takes the update lock.
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        Locked {
+            umem: self,
+            inner: self.state().inner.lock(),
+        }
+    }
+
+    /// The update lock that the current task kept ([`Locked::keep`]).
+    ///
+    /// # Safety
+    ///
+    /// The current task holds the update lock of this registration, and nothing else will
+    /// release it.
+    pub(crate) unsafe fn kept(&self) -> Locked<'_> {
+        Locked {
+            umem: self,
+            // SAFETY: The current task holds the lock (the caller's guarantee).
+            inner: unsafe { MutexGuard::new(&self.state().inner, ()) },
+        }
+    }
+
+    /// Faults `span` in as `request` asks and maps it, and returns with the update lock held and
+    /// every page of `span` reachable by the device (writable for [`Request::Write`]; for
+    /// [`Request::Snapshot`], only what was present), with the number of pages reachable.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::fault`]; `EREMOTEIO` if a peer page cannot be reached; `EBUSY` if the range
+    /// kept being invalidated between the fault and the lock.
+    pub(crate) fn fault_and_lock(
+        &self,
+        span: PageSpan,
+        request: Request,
+    ) -> Result<(Locked<'_>, usize)> {
+        let write = request == Request::Write;
+        for _ in 0..LOCK_ATTEMPTS {
+            if self.fault(span, request)?.refused > 0 {
+                return Err(EREMOTEIO);
+            }
+            let mut locked = self.lock();
+            let reachable = locked.reachable(span, write)?;
+            if request == Request::Snapshot || reachable == span.len() {
+                return Ok((locked, reachable));
+            }
+        }
+        Err(EBUSY)
+    }
+
     /// Counters and gauges; `ENODEV` once revoked.
     pub(crate) fn stats(&self) -> UmemStats {
         let mut inner = self.state().inner.lock();
@@ -559,6 +743,47 @@ impl OdpUmem {
     }
 }
 
+/// The update lock of a registration, held: while it is, no page of the registration can be
+/// unlinked (invalidations wait). A driver reads the DMA addresses of its pages under it.
+pub(crate) struct Locked<'a> {
+    umem: &'a OdpUmem,
+    inner: MutexGuard<'a, Inner>,
+}
+
+impl Locked<'_> {
+    /// The device's view of page `idx` of the registration.
+    ///
+    /// # Errors
+    ///
+    /// `ERANGE` outside the registration, `ENOENT` once unregistered, `ENODEV` once the device
+    /// went.
+    pub(crate) fn page(&mut self, idx: usize) -> Result<PageView> {
+        if idx >= self.umem.range().npages() {
+            return Err(ERANGE);
+        }
+        let mut p2p = P2pCache::new(self.umem.dev.dma().pci());
+        Ok(self.inner.map.live()?.page(idx, &mut p2p))
+    }
+
+    /// How many pages of `span` the device can reach (with write access, if `write`).
+    fn reachable(&mut self, span: PageSpan, write: bool) -> Result<usize> {
+        let mut p2p = P2pCache::new(self.umem.dev.dma().pci());
+        let map = self.inner.map.live()?;
+        Ok((span.first..span.end)
+            .filter(|&idx| {
+                let view = map.page(idx, &mut p2p);
+                view.dma_addr.is_some() && (!write || view.state.is_writable())
+            })
+            .count())
+    }
+
+    /// Goes without unlocking: the lock stays held by the current task (the in-kernel API hands
+    /// it to the driver, which unlocks it later through [`OdpUmem::kept`]).
+    pub(crate) fn keep(self) {
+        core::mem::forget(self.inner);
+    }
+}
+
 impl Drop for OdpUmem {
     fn drop(&mut self) {
         gauges::REGISTRATIONS.sub(1);
@@ -566,7 +791,7 @@ impl Drop for OdpUmem {
 }
 
 /// The snapshot entry of a page.
-fn page_entry(state: HmmPfn, dma_addr: Option<u64>) -> uapi::Page {
+pub(crate) fn page_entry(state: HmmPfn, dma_addr: Option<u64>) -> uapi::Page {
     use crate::pfn_flags::MapKind;
     let mut flags = 0;
     if state.is_valid() {

@@ -33,6 +33,46 @@ pub(crate) trait Invalidate: Send + Sync {
     /// from using the range before it returns. If [`Invalidation::blockable`] is false it must not
     /// sleep: it may only try the lock, and return `false` if that fails (the mm then retries).
     fn invalidate(&self, inv: &Invalidation<'_>) -> bool;
+
+    /// The first pass of a two-pass invalidation (notifiers inserted with `two_pass`): as
+    /// [`Self::invalidate`], but it may leave the rest to [`Self::invalidate_finish`], which the
+    /// mm calls once every notifier of the range ran its first pass, before the range changes.
+    fn invalidate_start(&self, inv: &Invalidation<'_>) -> FirstPass {
+        FirstPass::Done(self.invalidate(inv))
+    }
+
+    /// The second pass, for what [`Self::invalidate_start`] left (it returned
+    /// [`FirstPass::Finish`]). It may sleep (the first pass of a non-blockable invalidation
+    /// never asks for one).
+    fn invalidate_finish(&self, _range: &PassRange) {}
+}
+
+/// What the first pass of a two-pass invalidation leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FirstPass {
+    /// Nothing: the invalidation is complete (`true`) or refused (`false`, as
+    /// [`Invalidate::invalidate`] may refuse).
+    Done(bool),
+    /// The second pass, [`Invalidate::invalidate_finish`], completes it.
+    Finish,
+}
+
+/// The range of an invalidation, as the second pass sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PassRange {
+    /// First address.
+    pub(crate) start: u64,
+    /// One past the last address.
+    pub(crate) end: u64,
+    /// Why it changes.
+    pub(crate) event: Event,
+}
+
+/// The second pass of one invalidation: its link in the mm's list, and its range.
+#[repr(C)]
+struct Finish {
+    raw: bindings::mmu_interval_notifier_finish,
+    range: PassRange,
 }
 
 /// Why a range is invalidated (`enum mmu_notifier_event`).
@@ -70,6 +110,15 @@ impl Invalidation<'_> {
             Event::Release
         } else {
             Event::Other
+        }
+    }
+
+    /// The range, for a second pass.
+    pub(crate) fn pass_range(&self) -> PassRange {
+        PassRange {
+            start: self.start(),
+            end: self.end(),
+            event: self.event(),
         }
     }
 
@@ -120,11 +169,13 @@ unsafe impl<T: Invalidate> Sync for IntervalNotifier<T> {}
 
 impl<T: Invalidate> IntervalNotifier<T> {
     /// Creates a notifier over `start..start + len` of `mm` with `data` for its callback, and
-    /// inserts it. It must not be called with `mm`'s mmap lock held.
+    /// inserts it: with the two-pass callbacks if `two_pass`. It must not be called with `mm`'s
+    /// mmap lock held.
     pub(crate) fn insert(
         mm: &MmWithUser,
         start: u64,
         len: u64,
+        two_pass: bool,
         data: impl PinInit<T, Error>,
     ) -> Result<Self> {
         let node = KBox::pin_init(
@@ -147,7 +198,11 @@ impl<T: Invalidate> IntervalNotifier<T> {
                 // CAST: User addresses fit `unsigned long` (see `kapi`).
                 start as usize,
                 len as usize,
-                &Self::OPS,
+                if two_pass {
+                    &Self::TWO_PASS_OPS
+                } else {
+                    &Self::OPS
+                },
             )
         });
         if let Err(err) = inserted {
@@ -192,6 +247,80 @@ impl<T: Invalidate> IntervalNotifier<T> {
         ..pin_init::zeroed()
     };
 
+    const TWO_PASS_OPS: bindings::mmu_interval_notifier_ops = bindings::mmu_interval_notifier_ops {
+        invalidate_start: Some(Self::invalidate_start_callback),
+        invalidate_finish: Some(Self::invalidate_finish_callback),
+        ..pin_init::zeroed()
+    };
+
+    /// The node whose `raw` field is `sub`.
+    ///
+    /// # Safety
+    ///
+    /// `sub` must be the `raw` field of a live `Node<T>`, alive for `'a`.
+    unsafe fn node_of<'a>(sub: *mut bindings::mmu_interval_notifier) -> &'a Node<T> {
+        let raw = Opaque::cast_from(sub).cast_mut();
+        // SAFETY: `sub` is the `raw` field of a live `Node<T>` (the caller's guarantee); the node
+        // is only ever shared.
+        unsafe { &*kernel::container_of!(raw, Node<T>, raw) }
+    }
+
+    /// # Safety
+    ///
+    /// As [`Self::invalidate_callback`]; `finish` points to a `NULL` pointer the mm reads after.
+    unsafe extern "C" fn invalidate_start_callback(
+        sub: *mut bindings::mmu_interval_notifier,
+        range: *const bindings::mmu_notifier_range,
+        cur_seq: c_ulong,
+        finish: *mut *mut bindings::mmu_interval_notifier_finish,
+    ) -> bool {
+        // SAFETY: `sub` is the `raw` field of a `Node<T>`, alive while it is inserted (it is
+        // removed, waiting for running callbacks and their second passes, before it is freed).
+        let node = unsafe { Self::node_of(sub) };
+        let inv = Invalidation {
+            sub,
+            // SAFETY: The mm passes a valid range for the duration of the callback.
+            range: unsafe { &*range },
+            cur_seq,
+        };
+        match node.data.invalidate_start(&inv) {
+            FirstPass::Done(done) => done,
+            FirstPass::Finish => {
+                let pass = Finish {
+                    raw: pin_init::zeroed(),
+                    range: inv.pass_range(),
+                };
+                // Each invalidation needs its own second-pass record; the callback may run from
+                // reclaim, so the allocation may not sleep. Without one, finish now.
+                match KBox::new(pass, GFP_NOWAIT | __GFP_NOWARN) {
+                    Ok(pass) => {
+                        // SAFETY: `finish` is valid for writes (the caller's guarantee); the mm
+                        // hands the record back to `invalidate_finish_callback`, which frees it.
+                        unsafe { *finish = KBox::into_raw(pass).cast() };
+                    }
+                    Err(_) => node.data.invalidate_finish(&inv.pass_range()),
+                }
+                true
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the mm with a record that `invalidate_start_callback` returned, whose
+    /// `notifier` the mm set to the notifier it ran for; once.
+    unsafe extern "C" fn invalidate_finish_callback(
+        finish: *mut bindings::mmu_interval_notifier_finish,
+    ) {
+        // SAFETY: `finish` came from `KBox::into_raw` of a `Finish` (whose first field it is, and
+        // `Finish` is `repr(C)`), and is handed back once.
+        let pass = unsafe { KBox::from_raw(finish.cast::<Finish>()) };
+        // SAFETY: The mm set `notifier` to the notifier whose first pass made the record; it is
+        // still inserted (removal waits for the invalidation to end).
+        let node = unsafe { Self::node_of(pass.raw.notifier) };
+        node.data.invalidate_finish(&pass.range);
+    }
+
     /// # Safety
     ///
     /// Called by the mm with `sub` the `raw` field of a live `Node<T>` (inserted with
@@ -201,10 +330,9 @@ impl<T: Invalidate> IntervalNotifier<T> {
         range: *const bindings::mmu_notifier_range,
         cur_seq: c_ulong,
     ) -> bool {
-        let raw = Opaque::cast_from(sub).cast_mut();
         // SAFETY: `sub` is the `raw` field of a `Node<T>`, which stays alive while it is inserted
-        // (it is removed, waiting for running callbacks, before it is freed); it is only shared.
-        let node = unsafe { &*kernel::container_of!(raw, Node<T>, raw) };
+        // (it is removed, waiting for running callbacks, before it is freed).
+        let node = unsafe { Self::node_of(sub) };
         let inv = Invalidation {
             sub,
             // SAFETY: The mm passes a valid range for the duration of the callback.

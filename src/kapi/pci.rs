@@ -60,6 +60,19 @@ pub(crate) fn get_by_address(addr: &PciAddr) -> Option<ARef<pci::Device>> {
     Some(unsafe { ARef::from_raw(raw.cast::<pci::Device>()) })
 }
 
+/// The PCI function that `dev` is, with a reference; `None` if `dev` is no PCI device.
+///
+/// # Safety
+///
+/// `dev` must be a valid `struct device`.
+pub(crate) unsafe fn get_pci_of(dev: *mut bindings::device) -> Option<ARef<pci::Device>> {
+    // SAFETY: `dev` is valid (the caller's guarantee); the result is NULL or referenced.
+    let raw = NonNull::new(unsafe { odp::odp_shim_pci_dev_get(dev) })?;
+    // SAFETY: We own the reference `odp_shim_pci_dev_get` took, and `pci::Device` is a
+    // transparent wrapper around `struct pci_dev`.
+    Some(unsafe { ARef::from_raw(raw.cast::<pci::Device>()) })
+}
+
 /// Where a PCI function sits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Location {

@@ -10,6 +10,7 @@
 #include <linux/hmm-dma.h>
 
 #include "uapi/linux/odp_hmm.h"
+#include "linux/odp_hmm.h"
 #include "odp_shim.h"
 
 /*

@@ -23,6 +23,7 @@
 #include <linux/sysfs.h>
 
 #include "uapi/linux/odp_hmm.h"
+#include "linux/odp_hmm.h"
 #include "odp_shim.h"
 
 /* ---- Module parameters ------------------------------------------------ */
@@ -363,6 +364,12 @@ void odp_shim_unwatch_pci_removal(void)
 	bus_unregister_notifier(&pci_bus_type, &odp_shim_pci_nb);
 }
 
+/* The PCI function @dev is, with a reference; NULL if it is no PCI device. */
+struct pci_dev *odp_shim_pci_dev_get(struct device *dev)
+{
+	return dev_is_pci(dev) ? pci_dev_get(to_pci_dev(dev)) : NULL;
+}
+
 void odp_shim_pci_dev_put(struct pci_dev *pdev)
 {
 	pci_dev_put(pdev);
@@ -386,3 +393,21 @@ int odp_shim_p2pdma_state(struct pci_p2pdma_map_state *state,
 	return -EOPNOTSUPP;
 }
 #endif
+
+/* ---- The in-kernel API (include/linux/odp_hmm.h) ----------------------- */
+
+/*
+ * Defined in Rust (src/kapi/driver_abi.rs), exported here: the prototypes
+ * above come from the consumers' own header, so the two cannot drift.
+ */
+EXPORT_SYMBOL_GPL(odp_hmm_umem_get);
+EXPORT_SYMBOL_GPL(odp_hmm_umem_release);
+EXPORT_SYMBOL_GPL(odp_hmm_umem_map_and_lock);
+EXPORT_SYMBOL_GPL(odp_hmm_umem_prefetch);
+EXPORT_SYMBOL_GPL(odp_hmm_umem_lock);
+EXPORT_SYMBOL_GPL(odp_hmm_umem_unlock);
+EXPORT_SYMBOL_GPL(odp_hmm_umem_assert_held);
+EXPORT_SYMBOL_GPL(odp_hmm_umem_dma_addr);
+EXPORT_SYMBOL_GPL(odp_hmm_umem_stats);
+EXPORT_SYMBOL_GPL(odp_hmm_umem_start);
+EXPORT_SYMBOL_GPL(odp_hmm_umem_end);

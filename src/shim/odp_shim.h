@@ -76,6 +76,7 @@ struct pci_dev *odp_shim_pci_upstream_bridge(struct pci_dev *pdev);
 bool odp_shim_pci_acs_redirects(struct pci_dev *pdev);
 int odp_shim_p2pdma_distance(struct pci_dev *provider, struct device *client);
 void odp_shim_pci_dev_put(struct pci_dev *pdev);
+struct pci_dev *odp_shim_pci_dev_get(struct device *dev);
 /* The PCI bus removal watch; it calls odp_hmm_pci_device_removed() (Rust). */
 int odp_shim_watch_pci_removal(void);
 void odp_shim_unwatch_pci_removal(void);
