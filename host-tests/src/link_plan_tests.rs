@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Tests of `src/link_plan.rs`: the link plan of a fault batch, unit widening, the unlink plan
-//! and `must_remap`.
+//! Tests of `src/link_plan.rs`: the link plan of a fault batch (folio units and aligned blocks),
+//! unit widening, the unlink plan, `must_remap`, and the commit and invalidation steps
+//! (`map_batch`, `drop_stale`, `unmap`) against a model IOMMU that enforces the unit rule.
+
+use std::collections::BTreeMap;
 
 use crate::link_plan::{
-    must_remap, Candidate, Grouping, Link, LinkClass, Unlink, LARGE_PAGE_PAGES,
+    must_remap, Candidate, Grouping, Link, LinkClass, MapOps, Mapped, Unlink, MAX_RUN_ORDER,
+    RELAX_PAGES,
 };
-use crate::pfn_flags::{HmmPfn, MapKind};
+use crate::pfn_flags::{HmmPfn, MapKind, ERROR};
 
 const MEM_W: LinkClass = LinkClass {
     writable: true,
@@ -26,8 +30,11 @@ const HB_R: LinkClass = LinkClass {
 };
 const CLASSES: [LinkClass; 4] = [MEM_W, MEM_R, HB_W, HB_R];
 
-/// The longest order-0 run a link may have.
-const MAX_RUN: usize = LARGE_PAGE_PAGES - 1;
+/// The largest block of order-0 pages.
+const MAX_BLOCK: usize = 1 << MAX_RUN_ORDER;
+
+/// Pages in a 2 MiB huge page.
+const HUGE: usize = 512;
 
 /// A 2 MiB-aligned page frame number.
 const PFN_2M: u64 = 0x4_0000;
@@ -73,6 +80,35 @@ fn shape(links: &[Link]) -> Vec<(usize, usize, u32)> {
     links
         .iter()
         .map(|l| (l.first, l.npages, l.unit_order))
+        .collect()
+}
+
+/// The shapes of consecutive units: each run is its first page and the sizes of its units in
+/// order (a unit's order is log2 of its size).
+fn units(runs: &[(usize, &[usize])]) -> Vec<(usize, usize, u32)> {
+    let mut shapes = Vec::new();
+    for &(mut first, sizes) in runs {
+        for &n in sizes {
+            shapes.push((first, n, n.trailing_zeros()));
+            first += n;
+        }
+    }
+    shapes
+}
+
+/// `count` full blocks from registration page `first` on, of a run starting at `pfn` there.
+fn full_blocks(first: usize, count: usize, pfn: u64, class: LinkClass) -> Vec<Link> {
+    (0..count)
+        .map(|k| {
+            let off = k * MAX_BLOCK;
+            link(
+                first + off,
+                MAX_BLOCK,
+                pfn + off as u64,
+                MAX_RUN_ORDER,
+                class,
+            )
+        })
         .collect()
 }
 
@@ -141,17 +177,20 @@ fn folio_unit_formed_when_eligible() {
 
 #[test]
 fn folio_units_of_every_order() {
+    // Folio units are not bounded by MAX_RUN_ORDER, with or without coalescing.
     for order in 1..=10u32 {
         let n = 1usize << order;
         let pfn = 0x10_0000 + (3 << order);
         for class in CLASSES {
             let batch = folio(pfn, order, class);
-            let g = grouping(7 << order, true, false);
-            assert_eq!(
-                links(&g, 0, &batch),
-                [link(0, n, pfn, order, class)],
-                "order {order} {class:?}"
-            );
+            for coalesce in [false, true] {
+                let g = grouping(7 << order, true, coalesce);
+                assert_eq!(
+                    links(&g, 0, &batch),
+                    [link(0, n, pfn, order, class)],
+                    "order {order} {class:?} coalesce {coalesce}"
+                );
+            }
         }
     }
 }
@@ -181,8 +220,8 @@ fn folio_unit_not_formed_when_a_condition_fails() {
         first: usize,
         folio_units: bool,
         batch: Vec<Option<Candidate>>,
-        /// `(first, npages)` of the order-0 runs when coalescing.
-        coalesced: &'static [(usize, usize)],
+        /// The blocks when coalescing, as runs of block sizes.
+        coalesced: &'static [(usize, &'static [usize])],
     }
     let whole = || folio(PFN_2M, 9, MEM_W);
     let mut gap = whole();
@@ -195,6 +234,8 @@ fn folio_unit_not_formed_when_a_condition_fails() {
     kind_change[0] = cand(PFN_2M, 9, HB_W);
     let mut truncated = whole();
     truncated.truncate(511);
+    // Eight full blocks over 0..512 (VA-aligned to at least 64).
+    const EIGHT: &[(usize, &[usize])] = &[(0, &[64; 8])];
     let cases = [
         Case {
             name: "VA unaligned through first_vpn",
@@ -202,8 +243,9 @@ fn folio_unit_not_formed_when_a_condition_fails() {
             first: 0,
             folio_units: true,
             batch: whole(),
-            // Page 511 has VA 512 (aligned) but pfn PFN_2M + 511: no unit there either.
-            coalesced: &[(0, 511), (511, 1)],
+            // VPNs 1..513: blocks grow with the alignment up to 64 at VPN 64; page 511 has VPN
+            // 512 (aligned) but pfn PFN_2M + 511: no unit there either, and only it is left.
+            coalesced: &[(0, &[1, 2, 4, 8, 16, 32, 64, 64, 64, 64, 64, 64, 64, 1])],
         },
         Case {
             name: "VA unaligned through first",
@@ -211,7 +253,8 @@ fn folio_unit_not_formed_when_a_condition_fails() {
             first: 1,
             folio_units: true,
             batch: whole(),
-            coalesced: &[(1, 511), (512, 1)],
+            // VPN = registration page: 1..513.
+            coalesced: &[(1, &[1, 2, 4, 8, 16, 32, 64, 64, 64, 64, 64, 64, 64, 1])],
         },
         Case {
             name: "VA aligned to 256 only",
@@ -219,7 +262,7 @@ fn folio_unit_not_formed_when_a_condition_fails() {
             first: 0,
             folio_units: true,
             batch: whole(),
-            coalesced: &[(0, 511), (511, 1)],
+            coalesced: EIGHT,
         },
         Case {
             name: "pfn unaligned",
@@ -227,7 +270,8 @@ fn folio_unit_not_formed_when_a_condition_fails() {
             first: 0,
             folio_units: true,
             batch: folio(PFN_2M + 1, 9, MEM_W),
-            coalesced: &[(0, 511), (511, 1)],
+            // Blocks need no physical alignment.
+            coalesced: EIGHT,
         },
         Case {
             name: "gap",
@@ -235,7 +279,11 @@ fn folio_unit_not_formed_when_a_condition_fails() {
             first: 0,
             folio_units: true,
             batch: gap,
-            coalesced: &[(0, 100), (101, 411)],
+            // 64..100 holds 36 pages: 32, then 4 at 96; after the gap, alignment again.
+            coalesced: &[
+                (0, &[64, 32, 4]),
+                (101, &[1, 2, 8, 16, 64, 64, 64, 64, 64, 64]),
+            ],
         },
         Case {
             name: "pfn discontinuity",
@@ -243,7 +291,8 @@ fn folio_unit_not_formed_when_a_condition_fails() {
             first: 0,
             folio_units: true,
             batch: pfn_break,
-            coalesced: &[(0, 100), (100, 1), (101, 411)],
+            // As with the gap, with the odd page 100 in a block of its own.
+            coalesced: &[(0, &[64, 32, 4, 1, 1, 2, 8, 16, 64, 64, 64, 64, 64, 64])],
         },
         Case {
             name: "class change (write)",
@@ -251,7 +300,8 @@ fn folio_unit_not_formed_when_a_condition_fails() {
             first: 0,
             folio_units: true,
             batch: class_change,
-            coalesced: &[(0, 300), (300, 1), (301, 211)],
+            // 256..300 holds 44 pages: 32, 8 (at 288), 4 (at 296); then 300 alone.
+            coalesced: &[(0, &[64, 64, 64, 64, 32, 8, 4, 1, 1, 2, 16, 64, 64, 64])],
         },
         Case {
             name: "class change (kind) at the head",
@@ -259,7 +309,7 @@ fn folio_unit_not_formed_when_a_condition_fails() {
             first: 0,
             folio_units: true,
             batch: kind_change,
-            coalesced: &[(0, 1), (1, 511)],
+            coalesced: &[(0, &[1, 1, 2, 4, 8, 16, 32, 64, 64, 64, 64, 64, 64, 64])],
         },
         Case {
             name: "unit crosses the batch end",
@@ -267,7 +317,8 @@ fn folio_unit_not_formed_when_a_condition_fails() {
             first: 0,
             folio_units: true,
             batch: truncated,
-            coalesced: &[(0, 511)],
+            // 448..511 holds 63 pages: 32 + 16 + 8 + 4 + 2 + 1.
+            coalesced: &[(0, &[64, 64, 64, 64, 64, 64, 64, 32, 16, 8, 4, 2, 1])],
         },
         Case {
             name: "folio units off",
@@ -275,7 +326,7 @@ fn folio_unit_not_formed_when_a_condition_fails() {
             first: 0,
             folio_units: false,
             batch: whole(),
-            coalesced: &[(0, 511), (511, 1)],
+            coalesced: EIGHT,
         },
     ];
     for case in &cases {
@@ -291,10 +342,12 @@ fn folio_unit_not_formed_when_a_condition_fails() {
         }
 
         let g = grouping(case.first_vpn, case.folio_units, true);
-        let runs = links(&g, case.first, &case.batch);
-        let expected: Vec<(usize, usize, u32)> =
-            case.coalesced.iter().map(|&(f, n)| (f, n, 0)).collect();
-        assert_eq!(shape(&runs), expected, "{}", case.name);
+        let blocks = links(&g, case.first, &case.batch);
+        assert_eq!(shape(&blocks), units(case.coalesced), "{}", case.name);
+        for l in &blocks {
+            let c = case.batch[l.first - case.first].unwrap();
+            assert_eq!((l.pfn, l.class), (c.pfn, c.class), "{}: {l:?}", case.name);
+        }
     }
 }
 
@@ -305,7 +358,11 @@ fn folio_unit_checks_the_unit_inside_the_batch_only() {
     let g = grouping(0, true, false);
     let all = folio(PFN_2M, 9, MEM_W);
     let (head, tail) = all.split_at(256);
-    assert!(links(&g, 0, head).iter().all(|l| l.unit_order == 0));
+    let head_links = links(&g, 0, head);
+    assert_eq!(head_links.len(), 256);
+    assert!(head_links
+        .iter()
+        .all(|l| l.unit_order == 0 && l.npages == 1));
     let tail_links = links(&g, 256, tail);
     assert_eq!(tail_links.len(), 256);
     assert!(tail_links
@@ -314,17 +371,28 @@ fn folio_unit_checks_the_unit_inside_the_batch_only() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// links(): order-0 runs.
+// links(): blocks of order-0 pages.
 
 #[test]
-fn order0_contiguous_pages_coalesce() {
+fn order0_contiguous_pages_form_aligned_blocks() {
+    // VPNs 5..15: 5 is odd (1 page), 6 is 2-aligned (2), 8 is 8-aligned but only 7 pages are
+    // left (4), 12 is 4-aligned with 3 left (2), 14 the last (1).
     let g = grouping(0, true, true);
     let batch = pages(0x1234, 10, 0, MEM_W);
-    assert_eq!(links(&g, 5, &batch), [link(5, 10, 0x1234, 0, MEM_W)]);
+    assert_eq!(
+        links(&g, 5, &batch),
+        [
+            link(5, 1, 0x1234, 0, MEM_W),
+            link(6, 2, 0x1235, 1, MEM_W),
+            link(8, 4, 0x1237, 2, MEM_W),
+            link(12, 2, 0x123b, 1, MEM_W),
+            link(14, 1, 0x123d, 0, MEM_W),
+        ]
+    );
 }
 
 #[test]
-fn order0_runs_split_where_pages_differ() {
+fn order0_blocks_split_where_pages_differ() {
     let g = grouping(0, true, true);
     let mut batch = pages(0x1000, 4, 0, MEM_W); // 0..4
     batch.push(None); // 4
@@ -336,49 +404,63 @@ fn order0_runs_split_where_pages_differ() {
     assert_eq!(
         links(&g, 0, &batch),
         [
-            link(0, 4, 0x1000, 0, MEM_W),
-            link(5, 3, 0x1005, 0, MEM_W),
-            link(8, 2, 0x2000, 0, MEM_W),
-            link(10, 2, 0x2002, 0, MEM_R),
-            link(12, 2, 0x2004, 0, HB_R),
-            link(14, 2, 0x2003, 0, HB_R),
+            link(0, 4, 0x1000, 2, MEM_W),
+            link(5, 1, 0x1005, 0, MEM_W),
+            link(6, 2, 0x1006, 1, MEM_W),
+            // 8 is 8-aligned; the run ends at the class change after 2 pages.
+            link(8, 2, 0x2000, 1, MEM_W),
+            link(10, 2, 0x2002, 1, MEM_R),
+            link(12, 2, 0x2004, 1, HB_R),
+            link(14, 2, 0x2003, 1, HB_R),
         ]
     );
 }
 
 #[test]
-fn order0_runs_never_reach_a_large_page() {
+fn order0_blocks_stop_at_max_run_order() {
+    assert_eq!(MAX_BLOCK, 64);
     for folio_units in [false, true] {
         let g = grouping(0, folio_units, true);
-        // 2 MiB-aligned in VA and PA, contiguous, order 0: still no 512-page call.
+        // 2 MiB-aligned in VA and PA, contiguous, order 0: blocks of 64 and never a large page;
+        // the last 48 pages are 32 + 16.
         let batch = pages(PFN_2M, 1200, 0, MEM_W);
-        let got = links(&g, 0, &batch);
-        assert_eq!(
-            got,
-            [
-                link(0, MAX_RUN, PFN_2M, 0, MEM_W),
-                link(511, MAX_RUN, PFN_2M + 511, 0, MEM_W),
-                link(1022, 178, PFN_2M + 1022, 0, MEM_W),
-            ]
-        );
-        assert!(got.iter().all(|l| l.npages < LARGE_PAGE_PAGES));
+        let mut expected = full_blocks(0, 18, PFN_2M, MEM_W);
+        expected.push(link(1152, 32, PFN_2M + 1152, 5, MEM_W));
+        expected.push(link(1184, 16, PFN_2M + 1184, 4, MEM_W));
+        assert_eq!(links(&g, 0, &batch), expected, "folio_units {folio_units}");
     }
-    assert_eq!(MAX_RUN, 511);
 }
 
 #[test]
-fn order0_runs_of_exactly_the_cap() {
-    let g = grouping(0, true, true);
-    for (n, expected) in [
-        (510, &[(0, 510, 0)][..]),
-        (511, &[(0, 511, 0)][..]),
-        (512, &[(0, 511, 0), (511, 1, 0)][..]),
-        (1022, &[(0, 511, 0), (511, 511, 0)][..]),
-        (1023, &[(0, 511, 0), (511, 511, 0), (1022, 1, 0)][..]),
-    ] {
-        let batch = pages(0x9_9999, n, 0, HB_W);
-        assert_eq!(shape(&links(&g, 0, &batch)), expected, "{n} pages");
-    }
+fn order0_blocks_are_the_largest_aligned_powers_of_two() {
+    // `n` contiguous pages at registration page `first` form blocks of the sizes `expected`, in
+    // every class. The pfn is odd on purpose: blocks are aligned in virtual page numbers only.
+    let check = |first_vpn: u64, first: usize, n: usize, expected: &[usize]| {
+        for class in CLASSES {
+            let g = grouping(first_vpn, true, true);
+            let got = links(&g, first, &pages(0x9_9999, n, 0, class));
+            let what = format!("first_vpn {first_vpn} first {first} {n} pages {class:?}");
+            assert_eq!(shape(&got), units(&[(first, expected)]), "{what}");
+            for l in &got {
+                assert_eq!(l.pfn, 0x9_9999 + (l.first - first) as u64, "{what}: {l:?}");
+                assert_eq!(l.class, class, "{what}: {l:?}");
+            }
+        }
+    };
+    check(0, 0, 63, &[32, 16, 8, 4, 2, 1]);
+    check(0, 0, 64, &[64]);
+    check(0, 0, 65, &[64, 1]);
+    check(0, 0, 127, &[64, 32, 16, 8, 4, 2, 1]);
+    check(0, 0, 128, &[64, 64]);
+    // Starting 32-aligned: 32 first, then full blocks.
+    check(0, 32, 100, &[32, 64, 4]);
+    // Starting odd: blocks grow with the alignment, then shrink to what the run's end allows.
+    check(0, 3, 70, &[1, 4, 8, 16, 32, 8, 1]);
+    // The alignment is that of first_vpn + first, not of the index.
+    check(61, 3, 64, &[64]);
+    check(61, 0, 10, &[1, 2, 4, 2, 1]);
+    // More alignment than 64 gives no larger block.
+    check(1 << 40, 0, 200, &[64, 64, 64, 8]);
 }
 
 #[test]
@@ -395,9 +477,33 @@ fn no_coalescing_without_coalesce() {
 }
 
 #[test]
-fn run_stops_before_an_eligible_folio_unit() {
+fn block_stops_before_an_eligible_folio_unit() {
+    // Order-0 pages 0..6, an order-1 folio at 6..8 (pfn 0x1006: aligned), order-0 pages 8..16,
+    // all physically contiguous. The folio is its own unit, so the block from 0 stops at 6
+    // (4 pages) and the block from 4 too (2 pages, though 4 is 4-aligned).
+    let mut batch = pages(0x1000, 6, 0, MEM_W);
+    batch.extend(folio(0x1006, 1, MEM_W));
+    batch.extend(pages(0x1008, 8, 0, MEM_W));
+    let g = grouping(0, true, true);
+    assert_eq!(
+        links(&g, 0, &batch),
+        [
+            link(0, 4, 0x1000, 2, MEM_W),
+            link(4, 2, 0x1004, 1, MEM_W),
+            link(6, 2, 0x1006, 1, MEM_W),
+            link(8, 8, 0x1008, 3, MEM_W),
+        ]
+    );
+    // Without folio units the folio is pages like the others: one block of 16.
+    let g = grouping(0, false, true);
+    assert_eq!(links(&g, 0, &batch), [link(0, 16, 0x1000, 4, MEM_W)]);
+}
+
+#[test]
+fn blocks_around_an_eligible_huge_page() {
     // Registration pages 502..512 are order-0 pages whose pfns lead straight into a
-    // 2 MiB-aligned folio at registration page 512 (VA-aligned with first_vpn 0).
+    // 2 MiB-aligned folio at registration page 512 (VA-aligned with first_vpn 0), and five
+    // more follow it. A block cannot reach into the folio: it is aligned to at most 64.
     let mut batch = pages(PFN_2M - 10, 10, 0, MEM_W);
     batch.extend(folio(PFN_2M, 9, MEM_W));
     batch.extend(pages(PFN_2M + 512, 5, 0, MEM_W));
@@ -405,27 +511,41 @@ fn run_stops_before_an_eligible_folio_unit() {
     assert_eq!(
         links(&g, 502, &batch),
         [
-            link(502, 10, PFN_2M - 10, 0, MEM_W),
+            link(502, 2, PFN_2M - 10, 1, MEM_W),
+            link(504, 8, PFN_2M - 8, 3, MEM_W),
             link(512, 512, PFN_2M, 9, MEM_W),
-            link(1024, 5, PFN_2M + 512, 0, MEM_W),
+            link(1024, 4, PFN_2M + 512, 2, MEM_W),
+            link(1028, 1, PFN_2M + 516, 0, MEM_W),
         ]
     );
-    // Without folio units the same pages are plain runs, capped.
+    // Without folio units the folio's pages are full blocks like any other.
     let g = grouping(0, false, true);
-    assert_eq!(
-        shape(&links(&g, 502, &batch)),
-        [(502, 511, 0), (1013, 16, 0)]
-    );
+    let mut expected = vec![
+        link(502, 2, PFN_2M - 10, 1, MEM_W),
+        link(504, 8, PFN_2M - 8, 3, MEM_W),
+    ];
+    expected.extend(full_blocks(512, 8, PFN_2M, MEM_W));
+    expected.push(link(1024, 4, PFN_2M + 512, 2, MEM_W));
+    expected.push(link(1028, 1, PFN_2M + 516, 0, MEM_W));
+    assert_eq!(links(&g, 502, &batch), expected);
 }
 
 #[test]
-fn run_continues_over_pages_of_an_ineligible_folio() {
-    // A folio whose pfn is not aligned is mapped as order-0 pages, coalesced with its neighbours.
+fn block_continues_over_pages_of_an_ineligible_folio() {
+    // A folio whose VA is not aligned is mapped as order-0 pages, in blocks with its neighbours:
+    // 21 contiguous pages from VPN 0 are 16 + 4 + 1.
     let mut batch = pages(0x1_0000 - 3, 3, 0, MEM_W);
     batch.extend(folio(0x1_0000, 4, MEM_W)); // VA index 3: unaligned for order 4
     batch.extend(pages(0x1_0010, 2, 0, MEM_W));
     let g = grouping(0, true, true);
-    assert_eq!(links(&g, 0, &batch), [link(0, 21, 0x1_0000 - 3, 0, MEM_W)]);
+    assert_eq!(
+        links(&g, 0, &batch),
+        [
+            link(0, 16, 0x1_0000 - 3, 4, MEM_W),
+            link(16, 4, 0x1_000d, 2, MEM_W),
+            link(20, 1, 0x1_0011, 0, MEM_W),
+        ]
+    );
 }
 
 #[test]
@@ -453,7 +573,8 @@ fn folio_then_order0_then_folio_with_none_between() {
         links(&g, 0, &batch),
         [
             link(0, 512, PFN_2M, 9, HB_W),
-            link(512, 3, 7, 0, HB_W),
+            link(512, 2, 7, 1, HB_W),
+            link(514, 1, 9, 0, HB_W),
             link(1024, 512, 2 * PFN_2M, 9, MEM_R),
         ]
     );
@@ -587,6 +708,25 @@ fn eligible(g: &Grouping, first: usize, batch: &[Option<Candidate>], i: usize) -
         })
 }
 
+/// Whether batch page `j` can be in the block of order-0 pages that `head`, batch page `i`,
+/// starts: physically contiguous with it, of its class, and not the head of a folio unit.
+fn joins(
+    g: &Grouping,
+    first: usize,
+    batch: &[Option<Candidate>],
+    (i, head): (usize, Candidate),
+    j: usize,
+) -> bool {
+    batch[j].is_some_and(|c| c.pfn == head.pfn + (j - i) as u64 && c.class == head.class)
+        && !eligible(g, first, batch, j)
+}
+
+/// Whether link `l` of `batch` is a folio unit (else it is a block of order-0 pages).
+fn is_folio_unit(g: &Grouping, first: usize, batch: &[Option<Candidate>], l: &Link) -> bool {
+    let i = l.first - first;
+    eligible(g, first, batch, i) && batch[i].is_some_and(|c| c.order == l.unit_order)
+}
+
 /// Checks every rule of the link plan for one batch, and returns the links.
 fn check_links(g: &Grouping, first: usize, batch: &[Option<Candidate>], what: &str) -> Vec<Link> {
     let got = links(g, first, batch);
@@ -595,10 +735,17 @@ fn check_links(g: &Grouping, first: usize, batch: &[Option<Candidate>], what: &s
     let mut prev_end = first;
     for (n, l) in got.iter().enumerate() {
         let what = format!("{what}: link {n} {l:?}");
-        assert!(l.npages > 0, "{what}: empty");
         assert!(l.first >= prev_end, "{what}: not in order");
-        prev_end = l.first + l.npages;
         let i = l.first - first;
+        // Every link is one unit: a naturally aligned power of two.
+        assert!(l.unit_order < usize::BITS, "{what}: order");
+        assert_eq!(l.npages, 1 << l.unit_order, "{what}: unit size");
+        assert_eq!(
+            (g.first_vpn + l.first as u64) % l.npages as u64,
+            0,
+            "{what}: unit not VA-aligned"
+        );
+        prev_end = l.first + l.npages;
         assert!(i + l.npages <= batch.len(), "{what}: beyond the batch");
         let head = batch[i].unwrap();
         assert_eq!((l.pfn, l.class), (head.pfn, head.class), "{what}: head");
@@ -613,36 +760,31 @@ fn check_links(g: &Grouping, first: usize, batch: &[Option<Candidate>], what: &s
             assert_eq!(c.pfn, l.pfn + k as u64, "{what}: pfn of page {k}");
             assert_eq!(c.class, l.class, "{what}: class of page {k}");
         }
-        if l.unit_order > 0 {
-            assert!(g.folio_units, "{what}: unit without folio_units");
-            assert_eq!(l.npages, 1 << l.unit_order, "{what}: unit size");
-            assert_eq!(head.order, l.unit_order, "{what}: unit order");
-            assert!(eligible(g, first, batch, i), "{what}: ineligible unit");
-            assert_eq!((g.first_vpn + l.first as u64) % l.npages as u64, 0);
-            assert_eq!(l.pfn % l.npages as u64, 0);
+        if is_folio_unit(g, first, batch, l) {
             folio_pages[i..i + l.npages].fill(true);
-        } else {
-            assert!(l.npages <= MAX_RUN, "{what}: run reaches a large page");
-            if !g.coalesce {
-                assert_eq!(l.npages, 1, "{what}: coalesced without coalesce");
-            }
-            for k in 0..l.npages {
-                assert!(
-                    !eligible(g, first, batch, i + k),
-                    "{what}: swallows a unit at {k}"
-                );
-            }
-            // Greedy: a run shorter than the cap ends at something it could not take.
-            let j = i + l.npages;
-            if g.coalesce && l.npages < MAX_RUN && j < batch.len() {
-                let next = batch[j];
-                let joinable =
-                    next.is_some_and(|c| c.pfn == l.pfn + l.npages as u64 && c.class == l.class);
-                assert!(
-                    !joinable || eligible(g, first, batch, j),
-                    "{what}: stops early before {j}"
-                );
-            }
+            continue;
+        }
+        // A block of order-0 pages.
+        assert!(
+            l.unit_order <= MAX_RUN_ORDER,
+            "{what}: block beyond MAX_RUN_ORDER"
+        );
+        if !g.coalesce {
+            assert_eq!(l.npages, 1, "{what}: block without coalesce");
+        }
+        for k in 1..l.npages {
+            assert!(
+                joins(g, first, batch, (i, head), i + k),
+                "{what}: swallows a unit at {k}"
+            );
+        }
+        // Greedy: the block of twice the size would break a rule.
+        if g.coalesce && l.unit_order < MAX_RUN_ORDER {
+            let double = 2 * l.npages;
+            let allowed = (g.first_vpn + l.first as u64) % double as u64 == 0
+                && i + double <= batch.len()
+                && (1..double).all(|k| joins(g, first, batch, (i, head), i + k));
+            assert!(!allowed, "{what}: a block of {double} pages was possible");
         }
     }
     for (i, c) in batch.iter().enumerate() {
@@ -662,9 +804,9 @@ fn check_links(g: &Grouping, first: usize, batch: &[Option<Candidate>], what: &s
 #[test]
 fn links_cover_every_candidate_once_in_generated_batches() {
     let mut rng = Rng::new(0x0dd_4a11);
-    let mut units = 0;
-    let mut runs = 0;
-    let mut capped = 0;
+    let mut folio_units = 0;
+    let mut blocks = 0;
+    let mut full = 0;
     for round in 0..150 {
         let first_vpn = match round % 3 {
             0 => 0,
@@ -674,24 +816,25 @@ fn links_cover_every_candidate_once_in_generated_batches() {
         let first = if rng.percent(50) { 0 } else { rng.index(4096) };
         let target = 1 + rng.index(3000);
         let batch = generate_batch(&mut rng, first_vpn, first, target);
-        for folio_units in [false, true] {
+        for with_folios in [false, true] {
             for coalesce in [false, true] {
-                let g = grouping(first_vpn, folio_units, coalesce);
+                let g = grouping(first_vpn, with_folios, coalesce);
                 let what = format!("round {round} {g:?} first {first} len {}", batch.len());
-                let got = check_links(&g, first, &batch, &what);
-                units += got.iter().filter(|l| l.unit_order > 0).count();
-                runs += got
-                    .iter()
-                    .filter(|l| l.unit_order == 0 && l.npages > 1)
-                    .count();
-                capped += got.iter().filter(|l| l.npages == MAX_RUN).count();
+                for l in check_links(&g, first, &batch, &what) {
+                    if is_folio_unit(&g, first, &batch, &l) {
+                        folio_units += 1;
+                    } else if l.npages > 1 {
+                        blocks += 1;
+                        full += usize::from(l.npages == MAX_BLOCK);
+                    }
+                }
             }
         }
     }
     // The generator must exercise what is checked.
-    assert!(units > 100, "only {units} folio units");
-    assert!(runs > 100, "only {runs} coalesced runs");
-    assert!(capped > 10, "only {capped} capped runs");
+    assert!(folio_units > 100, "only {folio_units} folio units");
+    assert!(blocks > 100, "only {blocks} multi-page blocks");
+    assert!(full > 100, "only {full} blocks of {MAX_BLOCK} pages");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -951,9 +1094,43 @@ fn states_after(first: usize, len: usize, got: &[Link], bus_at: &[usize]) -> Vec
 }
 
 #[test]
+fn expand_to_units_widens_to_blocks() {
+    // The 10-page run at VPN 5 is linked as blocks 5, 6..8, 8..12, 12..14, 14: each page's word
+    // records its block's order, so any page finds its whole block.
+    let g = grouping(0, true, true);
+    let got = links(&g, 5, &pages(0x1234, 10, 0, MEM_W));
+    let states = states_after(5, 10, &got, &[]);
+    for ((first, end), expected) in [
+        ((5, 6), (5, 6)),
+        ((6, 7), (6, 8)),
+        ((7, 8), (6, 8)),
+        ((9, 10), (8, 12)),
+        ((11, 13), (8, 14)),
+        ((7, 15), (6, 15)),
+        ((14, 15), (14, 15)),
+        ((0, 5), (0, 5)),
+    ] {
+        assert_eq!(
+            g.expand_to_units(&states, first, end),
+            expected,
+            "{first}..{end}"
+        );
+    }
+    // Coalescing, the widened blocks go in one unlink; else one unlink per block.
+    let (first, end) = g.expand_to_units(&states, 9, 13);
+    assert_eq!(unlinks(&g, &states, first, end), [unlink(8, 6, MEM_W)]);
+    let g1 = grouping(0, true, false);
+    assert_eq!(
+        unlinks(&g1, &states, first, end),
+        [unlink(8, 4, MEM_W), unlink(12, 2, MEM_W)]
+    );
+}
+
+#[test]
 fn unlinks_undo_links_in_generated_batches() {
     let mut rng = Rng::new(0x5eed);
     let mut folio_unlinks = 0;
+    let mut merged_unlinks = 0;
     for round in 0..60 {
         let first_vpn = if round % 2 == 0 {
             rng.below(1 << 30)
@@ -978,12 +1155,9 @@ fn unlinks_undo_links_in_generated_batches() {
                 for (n, l) in got.iter().enumerate() {
                     owner[l.first..l.first + l.npages].fill(n);
                 }
+                // Every link is a unit: nothing may start or end inside one.
                 let inside_unit = |p: usize| {
-                    p > 0
-                        && p < states.len()
-                        && owner[p] != usize::MAX
-                        && owner[p] == owner[p - 1]
-                        && got[owner[p]].unit_order > 0
+                    p > 0 && p < states.len() && owner[p] != usize::MAX && owner[p] == owner[p - 1]
                 };
                 for _ in 0..20 {
                     let a = rng.index(states.len());
@@ -992,30 +1166,15 @@ fn unlinks_undo_links_in_generated_batches() {
                     let what = format!("{what}: {a}..{b} -> {s}..{e}");
                     assert!(s <= a && e >= b && e <= states.len(), "{what}");
                     assert!(!inside_unit(s) && !inside_unit(e), "{what}: splits a unit");
-                    if !coalesce {
-                        // Fallback mappings are unmapped as they were mapped: whole calls.
-                        let split = |p: usize| {
-                            p > 0
-                                && p < states.len()
-                                && owner[p] != usize::MAX
-                                && owner[p] == owner[p - 1]
-                        };
-                        assert!(!split(s) && !split(e), "{what}: splits a call");
-                    }
                     let mut covered = vec![false; states.len()];
                     let mut prev: Option<Unlink> = None;
                     for u in g.unlinks(&states, s, e) {
                         let what = format!("{what}: {u:?}");
-                        assert!(
-                            u.npages > 0 && u.first >= s && u.first + u.npages <= e,
-                            "{what}"
-                        );
+                        let u_end = u.first + u.npages;
+                        assert!(u.npages > 0 && u.first >= s && u_end <= e, "{what}");
                         assert!(!inside_unit(u.first), "{what}: starts inside a unit");
-                        assert!(
-                            !inside_unit(u.first + u.npages),
-                            "{what}: ends inside a unit"
-                        );
-                        for p in u.first..u.first + u.npages {
+                        assert!(!inside_unit(u_end), "{what}: ends inside a unit");
+                        for p in u.first..u_end {
                             assert!(!covered[p], "{what}: page {p} twice");
                             covered[p] = true;
                             let st = states[p];
@@ -1029,6 +1188,7 @@ fn unlinks_undo_links_in_generated_batches() {
                                 let adjacent = p.first + p.npages == u.first;
                                 assert!(!adjacent || p.class != u.class, "{what}: not coalesced");
                             }
+                            merged_unlinks += usize::from(owner[u.first] != owner[u_end - 1]);
                         } else {
                             // Exactly one link call per unlink call.
                             let l = got[owner[u.first]];
@@ -1038,7 +1198,7 @@ fn unlinks_undo_links_in_generated_batches() {
                                 "{what}"
                             );
                         }
-                        folio_unlinks += usize::from(u.npages >= LARGE_PAGE_PAGES);
+                        folio_unlinks += usize::from(u.npages >= HUGE);
                         prev = Some(u);
                     }
                     for (p, st) in states.iter().enumerate().take(e).skip(s) {
@@ -1050,6 +1210,1070 @@ fn unlinks_undo_links_in_generated_batches() {
         }
     }
     assert!(folio_unlinks > 50, "only {folio_unlinks} large unlinks");
+    assert!(merged_unlinks > 50, "only {merged_unlinks} merged unlinks");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The commit and invalidation steps against a model IOMMU.
+
+/// The model IOMMU's failure of a call it was told to fail.
+#[derive(Debug, PartialEq, Eq)]
+struct Refused;
+
+/// What one link call mapped in the model IOMMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mapping {
+    npages: usize,
+    pfn: u64,
+    unit_order: u32,
+    class: LinkClass,
+}
+
+/// An IOMMU that holds its caller to the unit rule. It keeps each mapping that one link call
+/// made, and panics on an unlink that is not a union of whole live mappings without holes (or,
+/// without coalescing, where each `dma_map_phys()` call has its own IOVA, not exactly one), on a
+/// link over a live mapping or out of alignment, and on a sync that misses a link.
+struct ModelIommu {
+    grouping: Grouping,
+    npages: usize,
+    /// Live mappings by first registration page.
+    live: BTreeMap<usize, Mapping>,
+    /// `first..end` of each link made since the last sync.
+    unsynced: Vec<(usize, usize)>,
+    /// The links of the last link call, and how many of them were made.
+    asked: Vec<Link>,
+    made: usize,
+    /// Every sync, as `first..end`.
+    syncs: Vec<(usize, usize)>,
+    /// Fail the link at this index of the next link call.
+    fail_link_at: Option<usize>,
+    /// Fail the next sync; whether the last one failed.
+    fail_sync: bool,
+    sync_failed: bool,
+    /// `first..end` of each unlink since this was last cleared.
+    unlinked: Vec<(usize, usize)>,
+    /// Frames of the writable memory mappings that went, and frames marked dirty, since these
+    /// were last taken.
+    unmapped_writable: Vec<u64>,
+    dirtied: Vec<u64>,
+    relaxed: usize,
+    /// Unlinks that took more than one mapping, and unlinks of a huge page or more.
+    merged_unlinks: usize,
+    huge_unlinks: usize,
+    /// What the caller is doing, for failure messages.
+    what: String,
+}
+
+impl ModelIommu {
+    fn new(grouping: Grouping, npages: usize) -> Self {
+        Self {
+            grouping,
+            npages,
+            live: BTreeMap::new(),
+            unsynced: Vec::new(),
+            asked: Vec::new(),
+            made: 0,
+            syncs: Vec::new(),
+            fail_link_at: None,
+            fail_sync: false,
+            sync_failed: false,
+            unlinked: Vec::new(),
+            unmapped_writable: Vec::new(),
+            dirtied: Vec::new(),
+            relaxed: 0,
+            merged_unlinks: 0,
+            huge_unlinks: 0,
+            what: String::new(),
+        }
+    }
+
+    /// The live mappings, as `(first, npages, pfn)`.
+    fn spans(&self) -> Vec<(usize, usize, u64)> {
+        self.live
+            .iter()
+            .map(|(&f, m)| (f, m.npages, m.pfn))
+            .collect()
+    }
+
+    /// Whether a live mapping covers any of registration pages `a..b`.
+    fn maps_any(&self, a: usize, b: usize) -> bool {
+        // Mappings do not overlap: only the last one starting before `b` can reach into `a..b`.
+        self.live
+            .range(..b)
+            .next_back()
+            .is_some_and(|(&f, m)| f + m.npages > a)
+    }
+
+    /// The frames marked dirty since last taken, sorted.
+    fn take_dirtied(&mut self) -> Vec<u64> {
+        let mut dirtied = core::mem::take(&mut self.dirtied);
+        dirtied.sort_unstable();
+        dirtied
+    }
+}
+
+impl MapOps for ModelIommu {
+    type Error = Refused;
+
+    fn link(&mut self, links: &[Link]) -> (usize, Result<(), Refused>) {
+        self.asked = links.to_vec();
+        self.made = 0;
+        for (n, l) in links.iter().enumerate() {
+            if self.fail_link_at == Some(n) {
+                self.fail_link_at = None;
+                return (n, Err(Refused));
+            }
+            let what = format!("{}: link {n} {l:?}", self.what);
+            let end = l.first + l.npages;
+            assert!(
+                l.unit_order < usize::BITS && l.npages == 1 << l.unit_order,
+                "{what}: not a power of two"
+            );
+            let vpn = self.grouping.first_vpn + l.first as u64;
+            assert_eq!(vpn % l.npages as u64, 0, "{what}: not VA-aligned");
+            assert!(end <= self.npages, "{what}: beyond the registration");
+            assert_ne!(l.class.kind, MapKind::P2pBus, "{what}: a bus page");
+            assert!(!self.maps_any(l.first, end), "{what}: over a live mapping");
+            let mapping = Mapping {
+                npages: l.npages,
+                pfn: l.pfn,
+                unit_order: l.unit_order,
+                class: l.class,
+            };
+            self.live.insert(l.first, mapping);
+            self.unsynced.push((l.first, end));
+            self.made = n + 1;
+        }
+        (links.len(), Ok(()))
+    }
+
+    fn sync(&mut self, first: usize, end: usize) -> Result<(), Refused> {
+        for &(f, e) in &self.unsynced {
+            assert!(
+                first <= f && e <= end,
+                "{}: sync {first}..{end} misses the link {f}..{e}",
+                self.what
+            );
+        }
+        self.unsynced.clear();
+        self.syncs.push((first, end));
+        self.sync_failed = core::mem::take(&mut self.fail_sync);
+        if self.sync_failed {
+            Err(Refused)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn unlink(&mut self, u: &Unlink) {
+        let what = format!("{}: {u:?}", self.what);
+        let end = u.first + u.npages;
+        assert!(u.npages > 0 && end <= self.npages, "{what}: bad range");
+        let mut at = u.first;
+        let mut taken = 0;
+        while at < end {
+            let m = self.live.remove(&at).unwrap_or_else(|| {
+                panic!("{what}: no mapping starts at {at}: a hole, or inside a mapping")
+            });
+            assert_eq!(m.class, u.class, "{what}: class of the mapping at {at}");
+            assert!(
+                at + m.npages <= end,
+                "{what}: ends inside the mapping {at}+{}",
+                m.npages
+            );
+            if m.class.writable && m.class.kind == MapKind::Memory {
+                self.unmapped_writable
+                    .extend(m.pfn..m.pfn + m.npages as u64);
+            }
+            at += m.npages;
+            taken += 1;
+        }
+        if !self.grouping.coalesce {
+            assert_eq!(taken, 1, "{what}: more than one dma_map_phys() mapping");
+        }
+        self.merged_unlinks += usize::from(taken > 1);
+        self.huge_unlinks += usize::from(u.npages >= HUGE);
+        self.unlinked.push((u.first, end));
+    }
+
+    fn dirty(&mut self, pfn: u64) {
+        self.dirtied.push(pfn);
+    }
+
+    fn relax(&mut self) {
+        self.relaxed += 1;
+    }
+}
+
+/// The blocks, as `(first, npages, pfn)`, of ten contiguous pages from pfn 0x1234 at registration
+/// pages 5..15 with VPN = page (see `order0_contiguous_pages_form_aligned_blocks`).
+const RUN_AT_5: [(usize, usize, u64); 5] = [
+    (5, 1, 0x1234),
+    (6, 2, 0x1235),
+    (8, 4, 0x1237),
+    (12, 2, 0x123b),
+    (14, 1, 0x123d),
+];
+
+/// `map_batch()` of `batch` at registration page `first`, with the model's grouping.
+fn map_batch(
+    ops: &mut ModelIommu,
+    states: &mut [HmmPfn],
+    first: usize,
+    batch: &[Option<Candidate>],
+) -> (Mapped, Result<(), Refused>) {
+    let mut scratch = vec![Link::default(); batch.len()];
+    let g = ops.grouping;
+    g.map_batch(states, first, batch.len(), |i| batch[i], &mut scratch, ops)
+}
+
+/// A model IOMMU and empty state words for a registration of `npages` pages at VPN 0.
+fn model(folio_units: bool, coalesce: bool, npages: usize) -> (ModelIommu, Vec<HmmPfn>) {
+    let g = grouping(0, folio_units, coalesce);
+    (ModelIommu::new(g, npages), vec![HmmPfn::EMPTY; npages])
+}
+
+#[test]
+fn map_batch_links_the_plan_and_syncs_once() {
+    let (mut ops, mut states) = model(true, true, 32);
+    // Batch 4..16: the 10-page run at 5..15 between two holes.
+    let mut batch = vec![None];
+    batch.extend(pages(0x1234, 10, 0, MEM_W));
+    batch.push(None);
+    let (done, result) = map_batch(&mut ops, &mut states, 4, &batch);
+    assert_eq!(result, Ok(()));
+    assert_eq!(
+        done,
+        Mapped {
+            pages: 10,
+            host_bridge_pages: 0,
+            rolled_back: 0
+        }
+    );
+    assert_eq!(ops.spans(), RUN_AT_5);
+    assert_eq!(ops.syncs, [(5, 15)]);
+    // Each word records its page and the order of its block.
+    let words: Vec<(u64, u32)> = states[4..16].iter().map(|s| (s.pfn(), s.order())).collect();
+    let mut expected = vec![(0, 0)];
+    for (k, order) in [0, 1, 1, 2, 2, 2, 2, 1, 1, 0].into_iter().enumerate() {
+        expected.push((0x1234 + k as u64, order));
+    }
+    expected.push((0, 0));
+    assert_eq!(words, expected);
+    assert!(states[5..15]
+        .iter()
+        .all(|s| s.is_writable() && s.map_kind() == Some(MapKind::Memory)));
+    assert!(!states[4].is_dma_mapped() && !states[15].is_dma_mapped());
+    // Mapped pages are not linked again, and nothing linked needs no sync.
+    let (done, result) = map_batch(&mut ops, &mut states, 4, &batch);
+    assert_eq!((done, result), (Mapped::default(), Ok(())));
+    assert!(ops.asked.is_empty());
+    assert_eq!(ops.syncs.len(), 1);
+}
+
+#[test]
+fn map_batch_counts_host_bridge_pages() {
+    let (mut ops, mut states) = model(true, true, 16);
+    let mut batch = pages(0x100, 4, 0, HB_R);
+    batch.extend(pages(0x104, 4, 0, MEM_R));
+    let (done, result) = map_batch(&mut ops, &mut states, 0, &batch);
+    assert_eq!(result, Ok(()));
+    assert_eq!((done.pages, done.host_bridge_pages), (8, 4));
+}
+
+#[test]
+fn map_batch_rolls_back_what_lies_between_when_the_sync_fails() {
+    let (mut ops, mut states) = model(true, true, 32);
+    let run = pages(0x1234, 10, 0, MEM_W); // for pages 5..15
+                                           // Page 10 was mapped before.
+    assert_eq!(map_batch(&mut ops, &mut states, 10, &run[5..6]).1, Ok(()));
+    ops.fail_sync = true;
+    let (done, result) = map_batch(&mut ops, &mut states, 5, &run);
+    assert_eq!(result, Err(Refused));
+    // Nine pages linked around page 10, in one sync that failed.
+    assert_eq!(
+        shape(&ops.asked),
+        [
+            (5, 1, 0),
+            (6, 2, 1),
+            (8, 2, 1),
+            (11, 1, 0),
+            (12, 2, 1),
+            (14, 1, 0)
+        ]
+    );
+    assert_eq!(ops.syncs.last(), Some(&(5, 15)));
+    // Everything in 5..15 went, page 10 too, and the device may have written all of it.
+    assert_eq!(
+        done,
+        Mapped {
+            pages: 9,
+            host_bridge_pages: 0,
+            rolled_back: 10
+        }
+    );
+    assert!(ops.live.is_empty());
+    assert!(states.iter().all(|s| !s.is_dma_mapped()));
+    assert_eq!(ops.take_dirtied(), (0x1234..0x123e).collect::<Vec<u64>>());
+}
+
+#[test]
+fn map_batch_keeps_the_links_made_before_a_failed_one() {
+    let (mut ops, mut states) = model(true, true, 32);
+    let run = pages(0x1234, 10, 0, MEM_R);
+    ops.fail_link_at = Some(2);
+    let (done, result) = map_batch(&mut ops, &mut states, 5, &run);
+    assert_eq!(result, Err(Refused));
+    assert_eq!(
+        done,
+        Mapped {
+            pages: 3,
+            host_bridge_pages: 0,
+            rolled_back: 0
+        }
+    );
+    // What was linked is synced and stays.
+    assert_eq!(ops.syncs, [(5, 8)]);
+    assert_eq!(ops.spans(), [(5, 1, 0x1234), (6, 2, 0x1235)]);
+    assert!(states[5..8]
+        .iter()
+        .all(|s| s.is_dma_mapped() && !s.is_writable()));
+    assert!(states[8..15].iter().all(|s| !s.is_dma_mapped()));
+    // The next try maps the rest.
+    let (done, result) = map_batch(&mut ops, &mut states, 5, &run);
+    assert_eq!((done.pages, result), (7, Ok(())));
+    assert_eq!(ops.spans(), RUN_AT_5);
+}
+
+#[test]
+fn drop_stale_unmaps_whole_units() {
+    let (mut ops, mut states) = model(true, true, 32);
+    let g = ops.grouping;
+    assert_eq!(
+        map_batch(&mut ops, &mut states, 5, &pages(0x1234, 10, 0, MEM_R)).1,
+        Ok(())
+    );
+    // HMM's words for 5..15: the same pages, writable now, but a new frame at 13.
+    let mut words: Vec<u64> = (0..10)
+        .map(|k| HmmPfn::new_valid(0x1234 + k, true, 0).raw())
+        .collect();
+    words[8] = HmmPfn::new_valid(0x9999, true, 0).raw();
+    // A read fault: only the block of the moved page (12..14) goes.
+    assert_eq!(g.drop_stale(&mut states, 5, &words, false, &mut ops), 2);
+    assert_eq!(ops.unlinked, [(12, 14)]);
+    // A write fault for page 9 alone: its read-only block 8..12 goes whole.
+    ops.unlinked.clear();
+    assert_eq!(
+        g.drop_stale(&mut states, 9, &words[4..5], true, &mut ops),
+        4
+    );
+    assert_eq!(ops.unlinked, [(8, 12)]);
+    assert!(
+        ops.take_dirtied().is_empty(),
+        "read-only pages are not dirty"
+    );
+    // Nothing stale, nothing unmapped.
+    ops.unlinked.clear();
+    assert_eq!(
+        g.drop_stale(&mut states, 5, &words[..3], false, &mut ops),
+        0
+    );
+    assert!(ops.unlinked.is_empty());
+    // The batch maps page 9 again, writable, on its own.
+    let (done, result) = map_batch(&mut ops, &mut states, 9, &[cand(0x1238, 0, MEM_W)]);
+    assert_eq!((done.pages, result), (1, Ok(())));
+    let kept = [&RUN_AT_5[..2], &[(9, 1, 0x1238)], &RUN_AT_5[4..]].concat();
+    assert_eq!(ops.spans(), kept);
+}
+
+#[test]
+fn unmap_takes_whole_units_and_marks_written_pages_dirty() {
+    let (mut ops, mut states) = model(true, true, 32);
+    let g = ops.grouping;
+    let mut batch = pages(0x1234, 10, 0, MEM_W); // 5..15: 5, 6..8, 8..12, 12..14, 14
+    batch.extend(pages(0x2000, 4, 0, MEM_R)); // 15..19: 15, 16..18, 18
+    assert_eq!(map_batch(&mut ops, &mut states, 5, &batch).1, Ok(()));
+    // 9..16 widens to 8..16: one unlink for the writable blocks, one for the read-only page.
+    assert_eq!(g.unmap(&mut states, 9, 16, &mut ops), 8);
+    assert_eq!(ops.unlinked, [(8, 15), (15, 16)]);
+    assert_eq!(ops.take_dirtied(), (0x1237..0x123e).collect::<Vec<u64>>());
+    assert!(states[8..16].iter().all(|&s| s == HmmPfn::EMPTY));
+    let kept = [&RUN_AT_5[..2], &[(16, 2, 0x2001), (18, 1, 0x2003)]].concat();
+    assert_eq!(ops.spans(), kept);
+}
+
+#[test]
+fn long_unmaps_relax() {
+    for coalesce in [true, false] {
+        let n = 3 * RELAX_PAGES;
+        let (mut ops, mut states) = model(true, coalesce, n);
+        let g = ops.grouping;
+        for first in (0..n).step_by(HUGE) {
+            let batch = pages(0x10_0000 + first as u64, HUGE, 0, MEM_W);
+            assert_eq!(map_batch(&mut ops, &mut states, first, &batch).1, Ok(()));
+        }
+        // An unmap shorter than RELAX_PAGES does not stop.
+        let short = g.unmap(&mut states, 0, RELAX_PAGES - MAX_BLOCK, &mut ops);
+        assert_eq!((short, ops.relaxed), (RELAX_PAGES - MAX_BLOCK, 0));
+        // A long one stops at least once every RELAX_PAGES pages.
+        let long = g.unmap(&mut states, 0, n, &mut ops);
+        assert_eq!(long, n - short);
+        assert!(
+            ops.relaxed >= long / RELAX_PAGES,
+            "coalesce {coalesce}: {} relaxes",
+            ops.relaxed
+        );
+        assert!(ops.live.is_empty());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The unit rule over random sequences of faults, upgrades, invalidations and remaps.
+
+/// Page frames from here on are PCI peer memory behind the host bridge ...
+const HOST_BRIDGE_PFN: u64 = 1 << 36;
+/// ... and from here on peer memory that the device reaches by bus address.
+const BUS_PFN: u64 = 1 << 37;
+
+/// How the kernel's peer classification reaches page frame `pfn`.
+fn kind_of(pfn: u64) -> MapKind {
+    if pfn >= BUS_PFN {
+        MapKind::P2pBus
+    } else if pfn >= HOST_BRIDGE_PFN {
+        MapKind::P2pHostBridge
+    } else {
+        MapKind::Memory
+    }
+}
+
+/// What `commit_own()` asks `map_batch()` to map for HMM's `word`.
+fn candidate_of(word: u64, want_write: bool) -> Option<Candidate> {
+    let new = HmmPfn::from_raw(word);
+    let kind = kind_of(new.pfn());
+    if !new.is_valid() || new.is_error() || kind == MapKind::P2pBus {
+        return None;
+    }
+    Some(Candidate {
+        pfn: new.pfn(),
+        order: new.order(),
+        class: LinkClass {
+            writable: want_write && new.is_writable(),
+            kind,
+        },
+    })
+}
+
+/// Pages whose words say they are mapped, bus pages included.
+fn mapped_pages(states: &[HmmPfn]) -> usize {
+    states.iter().filter(|s| s.is_dma_mapped()).count()
+}
+
+/// A page of the model address space: what `hmm_range_fault()` reports for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MemPage {
+    pfn: u64,
+    writable: bool,
+    order: u32,
+}
+
+/// How a remap changes pages, after the invalidation the kernel makes first.
+#[derive(Clone, Copy, Debug)]
+enum Remap {
+    /// Migration, munmap and mmap, a huge-page collapse: new frames, folios and holes.
+    Move,
+    /// mprotect, fork, write-protection for dirty tracking: the same frames, read-only.
+    Protect,
+    /// A huge-page split: the same frames, of order 0.
+    Split,
+}
+
+/// What the runs of one mode exercised: the generator must reach what the checks are about.
+#[derive(Debug, Default)]
+struct Seen {
+    ops: usize,
+    faults: usize,
+    folio_units: usize,
+    huge_units: usize,
+    blocks: usize,
+    full_blocks: usize,
+    upgrades: usize,
+    rollbacks: usize,
+    partial_links: usize,
+    invalidations: usize,
+    widened: usize,
+    merged_unlinks: usize,
+    huge_unlinks: usize,
+}
+
+/// A registration, the memory behind it, the manager's state words and the model IOMMU, driven
+/// as `hmm_dma_map.rs` drives `link_plan`.
+struct World {
+    rng: Rng,
+    g: Grouping,
+    mem: Vec<Option<MemPage>>,
+    states: Vec<HmmPfn>,
+    scratch: Vec<Link>,
+    iommu: ModelIommu,
+    seen: Seen,
+    /// Mode and seed, for failure messages.
+    name: String,
+}
+
+impl World {
+    fn new(seed: u64, folio_units: bool, coalesce: bool, name: String, seen: Seen) -> Self {
+        let mut rng = Rng::new(seed);
+        let first_vpn = match rng.below(3) {
+            0 => rng.below(1 << 36),
+            1 => HUGE as u64 * rng.below(1 << 27),
+            // Just below a 2 MiB boundary: a huge page cut by the registration's start.
+            _ => HUGE as u64 * (1 + rng.below(1 << 27)) - 1 - rng.below(64),
+        };
+        let npages = 1000 + rng.index(3000);
+        let g = grouping(first_vpn, folio_units, coalesce);
+        let mut world = Self {
+            rng,
+            g,
+            mem: vec![None; npages],
+            states: vec![HmmPfn::EMPTY; npages],
+            scratch: vec![Link::default(); HUGE],
+            iommu: ModelIommu::new(g, npages),
+            seen,
+            name: format!("{name} first_vpn {first_vpn:#x} npages {npages}"),
+        };
+        world.fill(0, npages);
+        world
+    }
+
+    fn vpn(&self, i: usize) -> u64 {
+        self.g.first_vpn + i as u64
+    }
+
+    /// A fresh 1024-aligned page frame: memory, or now and then (if `peer`) peer memory.
+    fn fresh_frame(&mut self, peer: bool) -> u64 {
+        let base = (1 + self.rng.below(1 << 20)) << 10;
+        match self.rng.below(10) {
+            0 if peer => HOST_BRIDGE_PFN + base,
+            1 if peer => BUS_PFN + base,
+            _ => base,
+        }
+    }
+
+    /// Gives pages `lo..hi` new contents: holes, order-0 runs (contiguous with what precedes or
+    /// not, some of mixed write permission), and folios of order 1 to 4 and 9 at their natural
+    /// alignment. A folio is cut only by the registration's edges.
+    fn fill(&mut self, lo: usize, hi: usize) {
+        let n = self.mem.len();
+        let mut i = lo;
+        while i < hi {
+            let vpn = self.vpn(i);
+            match self.rng.below(10) {
+                0 | 1 => {
+                    let len = (1 + self.rng.index(16)).min(hi - i);
+                    self.mem[i..i + len].fill(None);
+                    i += len;
+                }
+                2..=4 => {
+                    let len = if self.rng.percent(10) {
+                        MAX_BLOCK + self.rng.index(500)
+                    } else {
+                        1 + self.rng.index(80)
+                    };
+                    let len = len.min(hi - i);
+                    let pfn = match i.checked_sub(1).and_then(|p| self.mem[p]) {
+                        Some(prev) if self.rng.percent(40) => prev.pfn + 1,
+                        _ => self.fresh_frame(true) + self.rng.below(1 << 10),
+                    };
+                    let writable = self.rng.percent(70);
+                    let mixed = self.rng.percent(10);
+                    for k in 0..len {
+                        let writable = if mixed {
+                            self.rng.percent(50)
+                        } else {
+                            writable
+                        };
+                        self.mem[i + k] = Some(MemPage {
+                            pfn: pfn + k as u64,
+                            writable,
+                            order: 0,
+                        });
+                    }
+                    i += len;
+                }
+                _ => {
+                    let order = [1, 2, 3, 4, 9, 9, 9, 9][self.rng.index(8)];
+                    let size = 1u64 << order;
+                    let start = if i == 0 && self.rng.percent(30) {
+                        vpn & !(size - 1)
+                    } else {
+                        vpn.next_multiple_of(size)
+                    };
+                    let folio_end = (start + size - self.g.first_vpn) as usize;
+                    if folio_end > hi && hi < n {
+                        continue;
+                    }
+                    // HMM reports a huge page only where its frames are aligned; the plan must
+                    // check that anyway.
+                    let base = self.fresh_frame(true) + u64::from(self.rng.percent(3));
+                    let writable = self.rng.percent(70);
+                    let head = (start.max(vpn) - self.g.first_vpn) as usize;
+                    // Up to the head: pages leading into the folio's frames, or a hole.
+                    let lead = self.rng.percent(60);
+                    for p in i..head.min(hi) {
+                        self.mem[p] = lead.then(|| MemPage {
+                            pfn: base - (head - p) as u64,
+                            writable,
+                            order: 0,
+                        });
+                    }
+                    for p in head..folio_end.min(hi) {
+                        self.mem[p] = Some(MemPage {
+                            pfn: base + (self.vpn(p) - start),
+                            writable,
+                            order,
+                        });
+                    }
+                    i = folio_end.min(hi);
+                }
+            }
+        }
+    }
+
+    /// `a..b` widened to the whole huge pages at its edges: what the kernel invalidates when it
+    /// changes part of one.
+    fn folio_span(&self, a: usize, b: usize) -> (usize, usize) {
+        let span = |p: usize| match self.mem[p] {
+            Some(pg) if pg.order > 0 => {
+                let size = 1u64 << pg.order;
+                let start = self.vpn(p) & !(size - 1);
+                let lo = start.saturating_sub(self.g.first_vpn) as usize;
+                let hi = (start + size - self.g.first_vpn) as usize;
+                (lo, hi.min(self.mem.len()))
+            }
+            _ => (p, p + 1),
+        };
+        (span(a).0, span(b - 1).1)
+    }
+
+    /// A start for `len` pages: `aligned` percent of the time at a 2 MiB boundary, if one leaves
+    /// room.
+    fn pick_start(&mut self, len: usize, aligned: u64) -> usize {
+        let n = self.mem.len();
+        let huge = HUGE as u64;
+        let boundary = ((huge - self.g.first_vpn % huge) % huge) as usize;
+        if self.rng.percent(aligned) && boundary + len <= n {
+            boundary + HUGE * self.rng.index((n - len - boundary) / HUGE + 1)
+        } else {
+            self.rng.index(n - len + 1)
+        }
+    }
+
+    /// A range to invalidate or remap: one page, a few, 2 MiB, or all.
+    fn pick_range(&mut self) -> (usize, usize) {
+        let n = self.mem.len();
+        let len = match self.rng.below(20) {
+            0..=5 => 1,
+            6..=11 => 2 + self.rng.index(15),
+            12..=18 => HUGE,
+            _ => n,
+        };
+        let len = len.min(n);
+        let a = self.pick_start(len, 50);
+        (a, a + len)
+    }
+
+    /// One random operation, and the checks after it.
+    fn step(&mut self, op: usize) {
+        let what = match self.rng.below(100) {
+            0..=59 => {
+                // Often a whole 2 MiB window, where huge pages can be units.
+                let (len, aligned) = if self.rng.percent(50) {
+                    (HUGE, 90)
+                } else {
+                    (1 + self.rng.index(HUGE), 30)
+                };
+                let len = len.min(self.mem.len());
+                let first = self.pick_start(len, aligned);
+                let want_write = self.rng.percent(45);
+                let what = format!(
+                    "{} op {op}: fault {first}..{} write {want_write}",
+                    self.name,
+                    first + len
+                );
+                self.fault(&what, first, len, want_write);
+                what
+            }
+            60..=77 => {
+                let (a, b) = self.pick_range();
+                let what = format!("{} op {op}: invalidate {a}..{b}", self.name);
+                self.invalidate(&what, a, b);
+                what
+            }
+            r => {
+                let how = match r {
+                    78..=89 => Remap::Move,
+                    90..=94 => Remap::Protect,
+                    _ => Remap::Split,
+                };
+                let (a, b) = self.pick_range();
+                let what = format!("{} op {op}: remap {a}..{b} {how:?}", self.name);
+                self.remap(&what, a, b, how);
+                what
+            }
+        };
+        self.seen.ops += 1;
+        self.check(&what);
+    }
+
+    /// A device fault of pages `first..first + len`, as `commit_own()` commits it.
+    fn fault(&mut self, what: &str, first: usize, len: usize, want_write: bool) {
+        let end = first + len;
+        if want_write {
+            self.make_writable(what, first, end);
+        }
+        self.iommu.what = what.to_owned();
+        // What hmm_range_fault() reports; for a hole nothing, or an error.
+        let words: Vec<u64> = (first..end)
+            .map(|p| match self.mem[p] {
+                Some(pg) => HmmPfn::new_valid(pg.pfn, pg.writable, pg.order).raw(),
+                None if p % 2 == 0 => 0,
+                None => ERROR,
+            })
+            .collect();
+
+        // Mappings that no longer fit go first, whole units.
+        let upgrade = self.states[first..end].iter().zip(&words).any(|(s, &w)| {
+            want_write
+                && s.is_dma_mapped()
+                && !s.is_writable()
+                && s.pfn() == HmmPfn::from_raw(w).pfn()
+        });
+        let before = mapped_pages(&self.states);
+        let g = self.g;
+        let dropped = g.drop_stale(&mut self.states, first, &words, want_write, &mut self.iommu);
+        assert_eq!(dropped, before - mapped_pages(&self.states), "{what}");
+        for (i, (s, &w)) in self.states[first..end].iter().zip(&words).enumerate() {
+            let stale = must_remap(*s, HmmPfn::from_raw(w), want_write);
+            assert!(!stale, "{what}: stale page {} kept: {s:?}", first + i);
+        }
+        self.seen.upgrades += usize::from(upgrade);
+
+        // Peer pages reached by bus address are recorded, not linked.
+        for (s, &w) in self.states[first..end].iter_mut().zip(&words) {
+            let new = HmmPfn::from_raw(w);
+            let bus = kind_of(new.pfn()) == MapKind::P2pBus;
+            if bus && new.is_valid() && !new.is_error() && !s.is_dma_mapped() {
+                let writable = want_write && new.is_writable();
+                *s = HmmPfn::new_valid(new.pfn(), writable, 0).mapped(MapKind::P2pBus, 0);
+            }
+        }
+
+        // The plan, checked against the rules; the model IOMMU must be asked exactly it.
+        let batch: Vec<Option<Candidate>> = self.states[first..end]
+            .iter()
+            .zip(&words)
+            .map(|(s, &w)| {
+                if s.is_dma_mapped() {
+                    None
+                } else {
+                    candidate_of(w, want_write)
+                }
+            })
+            .collect();
+        let plan = check_links(&g, first, &batch, what);
+        // Calls fail now and then. (Only an IOVA window's sync can fail in the kernel; failing
+        // it in every mode checks the rollback over every kind of unit.)
+        if !plan.is_empty() && self.rng.percent(4) {
+            self.iommu.fail_link_at = Some(self.rng.index(plan.len()));
+        }
+        self.iommu.fail_sync = self.rng.percent(4);
+        self.iommu.sync_failed = false;
+        self.iommu.asked.clear();
+        self.iommu.made = 0;
+        let before = self.states.clone();
+        let (done, result) = g.map_batch(
+            &mut self.states,
+            first,
+            len,
+            |i| candidate_of(words[i], want_write),
+            &mut self.scratch,
+            &mut self.iommu,
+        );
+        self.iommu.fail_link_at = None;
+        self.iommu.fail_sync = false;
+
+        assert_eq!(self.iommu.asked, plan, "{what}: the calls are not the plan");
+        let made = &plan[..self.iommu.made];
+        let pages: usize = made.iter().map(|l| l.npages).sum();
+        let host_bridge: usize = made
+            .iter()
+            .filter(|l| l.class.kind == MapKind::P2pHostBridge)
+            .map(|l| l.npages)
+            .sum();
+        assert_eq!(
+            (done.pages, done.host_bridge_pages),
+            (pages, host_bridge),
+            "{what}: {done:?}"
+        );
+        let link_failed = made.len() < plan.len();
+        if self.iommu.sync_failed {
+            // Everything between the first and the last link went again.
+            let last = made[made.len() - 1];
+            let (lo, hi) = (made[0].first, last.first + last.npages);
+            assert!(result.is_err(), "{what}: sync failure not reported");
+            assert!(
+                self.states[lo..hi].iter().all(|s| !s.is_dma_mapped()),
+                "{what}: rollback of {lo}..{hi} left pages mapped"
+            );
+            let old = mapped_pages(&before[lo..hi]);
+            assert_eq!(done.rolled_back, old + pages, "{what}: rolled back");
+            self.seen.rollbacks += 1;
+        } else {
+            assert_eq!(done.rolled_back, 0, "{what}: rolled back without cause");
+            assert_eq!(result.is_err(), link_failed, "{what}: {result:?}");
+            // What was linked stays linked, even before a failed link.
+            for l in made {
+                let live = self.iommu.live.get(&l.first).map(|m| (m.npages, m.pfn));
+                assert_eq!(live, Some((l.npages, l.pfn)), "{what}: {l:?} went");
+            }
+            self.seen.partial_links += usize::from(link_failed && !made.is_empty());
+        }
+        if result.is_ok() {
+            // Every page HMM reported is mapped now, as reported, writable if it is to be.
+            for (i, &w) in words.iter().enumerate() {
+                let new = HmmPfn::from_raw(w);
+                let s = self.states[first + i];
+                if new.is_valid() && !new.is_error() {
+                    assert!(
+                        s.is_dma_mapped()
+                            && s.pfn() == new.pfn()
+                            && (s.is_writable() || !want_write),
+                        "{what}: page {} is {s:?} after a fault that reported {new:?}",
+                        first + i
+                    );
+                }
+            }
+        }
+        for l in made {
+            if is_folio_unit(&g, first, &batch, l) {
+                self.seen.folio_units += 1;
+                self.seen.huge_units += usize::from(l.npages >= HUGE);
+            } else if l.npages > 1 {
+                self.seen.blocks += 1;
+                self.seen.full_blocks += usize::from(l.npages == MAX_BLOCK);
+            }
+        }
+        self.seen.faults += 1;
+    }
+
+    /// A write fault makes pages writable: a shared page gets a copy of its own (the kernel
+    /// invalidates it first, splitting its huge page), an exclusive one becomes writable in
+    /// place (nothing is invalidated: a read-only device mapping of it stays right).
+    fn make_writable(&mut self, what: &str, first: usize, end: usize) {
+        for p in first..end {
+            let Some(pg) = self.mem[p] else {
+                continue;
+            };
+            if pg.writable {
+                continue;
+            }
+            let (a, b) = self.folio_span(p, p + 1);
+            if kind_of(pg.pfn) == MapKind::Memory && self.rng.percent(15) {
+                self.invalidate(&format!("{what}: copy-on-write of page {p}"), a, b);
+                for q in self.mem[a..b].iter_mut().flatten() {
+                    q.order = 0;
+                }
+                let pfn = self.fresh_frame(false) + self.rng.below(1 << 10);
+                self.mem[p] = Some(MemPage {
+                    pfn,
+                    writable: true,
+                    order: 0,
+                });
+            } else {
+                for q in self.mem[a..b].iter_mut().flatten() {
+                    q.writable = true;
+                }
+            }
+        }
+    }
+
+    /// An invalidation of pages `a..b`, as the MMU notifier makes it.
+    fn invalidate(&mut self, what: &str, a: usize, b: usize) {
+        self.iommu.what = what.to_owned();
+        self.iommu.unlinked.clear();
+        let before = mapped_pages(&self.states);
+        let n = self.g.unmap(&mut self.states, a, b, &mut self.iommu);
+        assert_eq!(n, before - mapped_pages(&self.states), "{what}: count");
+        // Never under-invalidated: the device reaches nothing of a..b any more.
+        assert!(
+            !self.iommu.maps_any(a, b),
+            "{what}: still mapped: {:?}",
+            self.iommu.spans()
+        );
+        assert!(
+            self.states[a..b].iter().all(|s| !s.is_dma_mapped()),
+            "{what}: words still mapped"
+        );
+        self.seen.invalidations += 1;
+        let beyond = self.iommu.unlinked.iter().any(|&(f, e)| f < a || e > b);
+        self.seen.widened += usize::from(beyond);
+    }
+
+    /// Pages `a..b` change as `how` says, after the invalidation of the huge pages they touch.
+    fn remap(&mut self, what: &str, a: usize, b: usize, how: Remap) {
+        let (a, b) = self.folio_span(a, b);
+        self.invalidate(what, a, b);
+        match how {
+            Remap::Move => self.fill(a, b),
+            Remap::Protect => self.mem[a..b]
+                .iter_mut()
+                .flatten()
+                .for_each(|pg| pg.writable = false),
+            Remap::Split => self.mem[a..b]
+                .iter_mut()
+                .flatten()
+                .for_each(|pg| pg.order = 0),
+        }
+    }
+
+    /// The invariants after every operation: each word marked DMA_MAPPED (but for bus pages)
+    /// is covered by exactly one live mapping, of its frame and writability, whose unit the word
+    /// alone gives; no live mapping covers any other page; no mapping is stale; every link was
+    /// synced; exactly the writable memory pages unmapped were marked dirty.
+    fn check(&mut self, what: &str) {
+        let mut cover: Vec<Option<(usize, Mapping)>> = vec![None; self.states.len()];
+        for (&f, m) in &self.iommu.live {
+            for c in &mut cover[f..f + m.npages] {
+                assert!(c.is_none(), "{what}: mappings overlap at {f}");
+                *c = Some((f, *m));
+            }
+        }
+        for (p, (st, cov)) in self.states.iter().zip(&cover).enumerate() {
+            match (st.map_kind(), cov) {
+                (None | Some(MapKind::P2pBus), None) => {}
+                (None | Some(MapKind::P2pBus), Some((f, m))) => {
+                    panic!("{what}: page {p} ({st:?}) is not linked, but {f} {m:?} covers it")
+                }
+                (Some(_), None) => panic!("{what}: page {p} ({st:?}) has no mapping"),
+                (Some(kind), Some((f, m))) => {
+                    let expected = (m.pfn + (p - f) as u64, m.class.writable, m.class.kind);
+                    let got = (st.pfn(), st.is_writable(), kind);
+                    assert_eq!(got, expected, "{what}: page {p} of mapping {f}");
+                    let size = 1u64 << st.order();
+                    let unit_start = p.checked_sub((self.vpn(p) % size) as usize);
+                    assert_eq!(
+                        (unit_start, st.order()),
+                        (Some(*f), m.unit_order),
+                        "{what}: the word of page {p} does not give its unit"
+                    );
+                }
+            }
+            if st.is_dma_mapped() {
+                let pg = self.mem[p].unwrap_or_else(|| panic!("{what}: page {p} maps a hole"));
+                assert_eq!(pg.pfn, st.pfn(), "{what}: page {p} maps a stale frame");
+                assert!(
+                    pg.writable || !st.is_writable(),
+                    "{what}: page {p} is read-only but mapped writable"
+                );
+            }
+        }
+        assert!(
+            self.iommu.unsynced.is_empty(),
+            "{what}: links never synced: {:?}",
+            self.iommu.unsynced
+        );
+        let mut unmapped = core::mem::take(&mut self.iommu.unmapped_writable);
+        unmapped.sort_unstable();
+        assert_eq!(
+            self.iommu.take_dirtied(),
+            unmapped,
+            "{what}: the pages marked dirty are not the writable pages unmapped"
+        );
+    }
+
+    /// Unmaps everything, as the registration's end does, and returns what was exercised.
+    fn finish(mut self) -> Seen {
+        let what = format!("{} end", self.name);
+        self.invalidate(&what, 0, self.mem.len());
+        self.check(&what);
+        assert!(
+            self.iommu.live.is_empty(),
+            "{what}: {:?}",
+            self.iommu.spans()
+        );
+        self.seen.merged_unlinks += self.iommu.merged_unlinks;
+        self.seen.huge_unlinks += self.iommu.huge_unlinks;
+        self.seen
+    }
+}
+
+/// Runs `rounds` registrations of `ops` random operations each in one mode.
+fn run_model(mode: &str, folio_units: bool, coalesce: bool, rounds: u64, ops: usize) -> Seen {
+    let mut seen = Seen::default();
+    for round in 0..rounds {
+        let seed = 0x0d9_0000 + round;
+        let name = format!("{mode} seed {seed:#x}");
+        let mut world = World::new(seed, folio_units, coalesce, name, seen);
+        for op in 0..ops {
+            world.step(op);
+        }
+        seen = world.finish();
+    }
+    println!("{mode}: {seen:?}");
+    seen
+}
+
+/// Registrations per mode, and operations per registration.
+const ROUNDS: u64 = 12;
+const OPS: usize = 400;
+
+/// Asserts that a run exercised what every mode has (upgrades, failures of either call), folio
+/// units if `folio_units`, and each of `more`, as `(what, count, more than)`.
+fn assert_exercised(seen: &Seen, folio_units: bool, more: &[(&str, usize, usize)]) {
+    let every_mode = [
+        ("upgrades", seen.upgrades, 200),
+        ("rollbacks", seen.rollbacks, 30),
+        ("failed links after others", seen.partial_links, 30),
+    ];
+    let folios = [
+        ("folio units", seen.folio_units, 800),
+        ("huge folio units", seen.huge_units, 30),
+        ("unlinks of a huge page", seen.huge_unlinks, 30),
+    ];
+    let folios = if folio_units { &folios[..] } else { &[] };
+    for &(what, count, min) in every_mode.iter().chain(folios).chain(more) {
+        assert!(count > min, "only {count} {what}: {seen:?}");
+    }
+}
+
+#[test]
+fn unit_rule_holds_in_iova_mode() {
+    let seen = run_model("iova", true, true, ROUNDS, OPS);
+    let more = [
+        ("multi-page blocks", seen.blocks, 10_000),
+        ("full blocks", seen.full_blocks, 800),
+        ("invalidations beyond their range", seen.widened, 500),
+        ("unlinks of several units", seen.merged_unlinks, 1000),
+    ];
+    assert_exercised(&seen, true, &more);
+}
+
+#[test]
+fn unit_rule_holds_in_fallback_mode() {
+    let seen = run_model("fallback", true, false, ROUNDS, OPS);
+    // Only folio units can make an invalidation unmap more than asked.
+    assert_exercised(
+        &seen,
+        true,
+        &[("invalidations beyond their range", seen.widened, 15)],
+    );
+}
+
+#[test]
+fn unit_rule_holds_in_legacy_mode() {
+    let seen = run_model("legacy", false, false, ROUNDS, OPS);
+    assert_exercised(&seen, false, &[]);
+    // Every unit is one page: an invalidation unmaps nothing beyond its range.
+    assert_eq!(seen.widened, 0, "{seen:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
