@@ -361,6 +361,60 @@ pub fn mapped(pages: &[odp_hmm_page]) -> Vec<usize> {
         .collect()
 }
 
+/// The pages of the link unit of page `i` of a snapshot whose page 0 is at user address `addr`:
+/// `2^order` pages aligned in virtual page numbers (the module's unit rule, `src/link_plan.rs`);
+/// just `i` if it is not mapped.
+pub fn unit_of(addr: u64, pages: &[odp_hmm_page], i: usize) -> std::ops::Range<usize> {
+    let p = pages[i];
+    if p.flags & ODP_HMM_PAGE_DMA_MAPPED == 0 || p.order >= 31 {
+        return i..i + 1;
+    }
+    let n = 1usize << p.order;
+    let vpn = (addr / page_size() as u64) as usize + i;
+    let start = i.saturating_sub(vpn % n);
+    start..(start + n).min(pages.len())
+}
+
+/// Checks what an invalidation of pages `gone` did, from snapshots of the registration (page 0 at
+/// `addr`) taken `before` and `after` it: every page of `gone` is unmapped; a page outside the
+/// link units of those pages is as it was (the module may unmap whole units, never less, never
+/// more). Returns how many pages went, for the `pages_unmapped` counter.
+pub fn check_invalidated(
+    addr: u64,
+    before: &[odp_hmm_page],
+    after: &[odp_hmm_page],
+    gone: std::ops::Range<usize>,
+) -> Result<u64, String> {
+    let is_mapped = |p: &odp_hmm_page| p.flags & ODP_HMM_PAGE_DMA_MAPPED != 0;
+    let mut may_go = vec![false; before.len()];
+    for i in gone.clone() {
+        for j in unit_of(addr, before, i) {
+            may_go[j] = true;
+        }
+    }
+    for (i, (b, a)) in before.iter().zip(after).enumerate() {
+        if gone.contains(&i) && is_mapped(a) {
+            return Err(format!(
+                "page {i} is still mapped after its invalidation (before: {}, after: {})",
+                flags_str(before),
+                flags_str(after)
+            ));
+        }
+        if !may_go[i] && is_mapped(b) != is_mapped(a) {
+            return Err(format!(
+                "page {i}, outside the invalidated units, changed (before: {}, after: {})",
+                flags_str(before),
+                flags_str(after)
+            ));
+        }
+    }
+    Ok(before
+        .iter()
+        .zip(after)
+        .filter(|(b, a)| is_mapped(b) && !is_mapped(a))
+        .count() as u64)
+}
+
 /// A line of /proc/meminfo, in kB.
 pub fn meminfo_kb(key: &str) -> Option<u64> {
     let text = fs::read_to_string("/proc/meminfo").ok()?;

@@ -606,7 +606,7 @@ fn demo(s: &mut Session) -> Result {
     s.stats()?;
     step(
         s,
-        "munmap pages 0..4: the notifier unlinks exactly those 4 pages",
+        "munmap pages 0..4: the notifier unlinks them, with the rest of their link units (the IOMMU cannot split what one call linked)",
     );
     s.munmap(0, 4 * ps)?;
     s.snapshot(0, 6)?;
