@@ -21,8 +21,12 @@ BINDGEN ?= bindgen
 # The C shim must be built by the kernel's own compiler: for a clang-built kernel, its LLVM.
 LLVM ?= $(shell $(CURDIR)/scripts/kdir-llvm.sh $(KDIR))
 
+# An LLVM prefix names the compiler and linker too: DKMS adds CC=clang LD=ld.lld for a clang-built
+# kernel, which must not fall back to whatever clang PATH has (or none).
+LLVM_TOOLS = $(if $(filter %/,$(LLVM)),CC=$(LLVM)clang LD=$(LLVM)ld.lld)
+
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) RUSTC=$(RUSTC) CLIPPY_DRIVER=$(CLIPPY_DRIVER) \
-	BINDGEN=$(BINDGEN) $(if $(LLVM),LLVM=$(LLVM)) $(if $(CLIPPY),CLIPPY=$(CLIPPY))
+	BINDGEN=$(BINDGEN) $(if $(LLVM),LLVM=$(LLVM) $(LLVM_TOOLS)) $(if $(CLIPPY),CLIPPY=$(CLIPPY))
 
 RS_FILES = $(shell git -C $(CURDIR) ls-files '*.rs' 2>/dev/null)
 
