@@ -270,13 +270,13 @@ impl OdpFile {
         let last = retire(&umem);
         let mut inner = self.inner.lock();
         inner.registered = inner.registered.saturating_sub(umem.range().len());
-        add_stats(&mut inner.retired, &last);
+        inner.retired.add(&last);
         Ok(())
     }
 
     fn fault(&self, arg: ArgPtr) -> Result {
         let mut req: uapi::Fault = arg.read()?;
-        let request = match req.flags {
+        let request = match req.flags & !uapi::FAULT_ASYNC {
             0 => Request::Read,
             uapi::FAULT_WRITE => Request::Write,
             uapi::FAULT_NO_FAULT => Request::Snapshot,
@@ -288,6 +288,12 @@ impl OdpFile {
             .range()
             .sub_range(req.addr, req.length)
             .map_err(range_errno)?;
+        if req.flags & uapi::FAULT_ASYNC != 0 {
+            umem.prefetch_async(span, request)?;
+            req.pages_mapped = 0;
+            req.pages_valid = 0;
+            return arg.write(&req);
+        }
         let done = umem.fault(span, request)?;
         req.pages_mapped = done.mapped;
         req.pages_valid = done.valid;
@@ -347,7 +353,7 @@ impl OdpFile {
                 (inner.retired, umems)
             };
             for umem in umems.iter() {
-                add_stats(&mut total, &umem.stats());
+                total.add(&umem.stats());
             }
             (total, umems.len())
         } else {
@@ -365,30 +371,4 @@ impl OdpFile {
         req.faults = dma_copy::copy(&req, self.id, |handle| self.lookup(handle))?;
         arg.write(&req)
     }
-}
-
-/// Adds the counters and gauges of `b` to `a`.
-fn add_stats(a: &mut UmemStats, b: &UmemStats) {
-    a.umem.faults += b.umem.faults;
-    a.umem.pages_faulted += b.umem.pages_faulted;
-    a.umem.invalidations += b.umem.invalidations;
-    a.umem.invalidations_ignored += b.umem.invalidations_ignored;
-    a.umem.invalidations_nonblocking += b.umem.invalidations_nonblocking;
-    a.umem.fault_retries += b.umem.fault_retries;
-    a.umem.fault_ns += b.umem.fault_ns;
-    a.umem.map_ns += b.umem.map_ns;
-    a.umem.unmap_ns += b.umem.unmap_ns;
-    a.map.sync_ns += b.map.sync_ns;
-    a.map.link_ns += b.map.link_ns;
-    a.map.pages_mapped += b.map.pages_mapped;
-    a.map.pages_unmapped += b.map.pages_unmapped;
-    a.map.link_calls += b.map.link_calls;
-    a.map.sync_calls += b.map.sync_calls;
-    a.map.unlink_calls += b.map.unlink_calls;
-    a.map.p2p_host_bridge_pages += b.map.p2p_host_bridge_pages;
-    a.map.p2p_bus_pages += b.map.p2p_bus_pages;
-    a.map.p2p_refused_pages += b.map.p2p_refused_pages;
-    a.iova_bytes += b.iova_bytes;
-    a.bookkeeping_bytes += b.bookkeeping_bytes;
-    a.pages_now += b.pages_now;
 }

@@ -252,6 +252,12 @@ impl DmaDevice {
         if params::debug_raw_dma() {
             flags |= uapi::INFO_DEBUG_RAW_DMA;
         }
+        // What every registration can do here (the P2P kinds are those the module maps; whether
+        // a given provider is reachable depends on the topology, see `p2p.rs`).
+        flags |= uapi::INFO_ASYNC_PREFETCH
+            | uapi::INFO_USERFAULTFD
+            | uapi::INFO_P2P_HOST_BRIDGE
+            | uapi::INFO_P2P_BUS;
         uapi::Info {
             version: uapi::ABI_VERSION,
             flags,
@@ -265,6 +271,11 @@ impl DmaDevice {
             // CAST: The page size is 4 KiB on every target this module builds for.
             page_size: kernel::page::PAGE_SIZE as u32,
             dma_mask: self.dev.dma_mask(),
+            link_page_sizes: if flags & uapi::INFO_IOVA != 0 {
+                crate::link_plan::link_page_sizes(kernel::page::PAGE_SHIFT as u32)
+            } else {
+                0
+            },
             ..Default::default()
         }
     }

@@ -14,6 +14,7 @@
 // builds for 64-bit targets only, where both are the same.
 const _: () = assert!(size_of::<usize>() == size_of::<u64>());
 
+pub(crate) mod completion;
 pub(crate) mod dma;
 pub(crate) mod driver_abi;
 pub(crate) mod hmm;
@@ -25,3 +26,4 @@ pub(crate) mod p2pdma;
 pub(crate) mod params;
 pub(crate) mod pci;
 pub(crate) mod sched;
+pub(crate) mod workqueue;

@@ -73,8 +73,9 @@ const _: () = {
 /// The module: the character device and the edu driver.
 ///
 /// Fields are dropped in order: the device node goes first (no new users), then the driver
-/// (its unbind revokes every registration), then the DMA device slot. The slot is initialised
-/// first, so that a failure to register the others releases what it took.
+/// (its unbind revokes every registration), then the DMA device slot, then the workqueue (which
+/// waits for the prefetches still queued: they find their registrations revoked). The queue and
+/// the slot are initialised first, so that a failure to register the others releases them.
 #[pin_data]
 struct OdpHmmModule {
     #[pin]
@@ -82,6 +83,8 @@ struct OdpHmmModule {
     #[pin]
     edu: driver::Registration<pci::Adapter<edu::EduDriver>>,
     slot: DmaDeviceSlot,
+    /// Last: its drop waits for the work still queued (asynchronous prefetches).
+    queue: kapi::workqueue::ModuleQueue,
 }
 
 /// The DMA device slot: the `dma_device=` device, if one was named, and the watch for its removal
@@ -109,6 +112,7 @@ impl Drop for DmaDeviceSlot {
 impl kernel::InPlaceModule for OdpHmmModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
+            queue: kapi::workqueue::ModuleQueue::new()?,
             slot: DmaDeviceSlot::new()?,
             misc <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"odp_hmm" }),
             edu <- driver::Registration::new(c"odp_hmm_edu", module),

@@ -468,6 +468,14 @@ impl Grouping {
     }
 }
 
+/// The sizes one link maps whole in IOVA mode, as a bitmap (bit `n`: `2^n` bytes) for pages of
+/// `2^page_shift` bytes: blocks of up to `2^MAX_RUN_ORDER` order-0 pages, PMD-sized folios
+/// (order 9) and PUD-sized hugetlb folios (order 18).
+pub(crate) fn link_page_sizes(page_shift: u32) -> u64 {
+    let blocks = (0..=MAX_RUN_ORDER).fold(0u64, |acc, order| acc | 1 << (page_shift + order));
+    blocks | 1 << (page_shift + 9) | 1 << (page_shift + 18)
+}
+
 /// What a fault must do with a page it found mapped already.
 ///
 /// `old` is the page's state, `new` what `hmm_range_fault()` reported now, `want_write` whether

@@ -60,6 +60,7 @@ use crate::{
         PageView, //
     },
     kapi::{
+        completion::KillableCompletion,
         hmm::{
             self,
             Request, //
@@ -73,7 +74,9 @@ use crate::{
             PassRange, //
         },
         mm::lockdep_prime_reclaim,
+        params,
         sched::fatal_signal_pending,
+        workqueue,
     },
     link_plan::Link,
     p2p::P2pCache,
@@ -122,6 +125,16 @@ pub(crate) struct UmemCounters {
     pub(crate) map_ns: u64,
     /// Nanoseconds invalidations spent unmapping.
     pub(crate) unmap_ns: u64,
+    /// Fault requests (FAULT ioctls, device accesses that faulted, prefetches).
+    pub(crate) fault_calls: u64,
+    /// Their total wall time, in nanoseconds.
+    pub(crate) fault_latency_ns: u64,
+    /// The longest one.
+    pub(crate) fault_latency_max_ns: u64,
+    /// Pages asynchronous prefetches mapped.
+    pub(crate) prefetched_pages: u64,
+    /// Asynchronous prefetches that failed.
+    pub(crate) prefetch_errors: u64,
 }
 
 /// Everything `ODP_HMM_IOC_STATS` reports about one registration.
@@ -137,6 +150,8 @@ pub(crate) struct UmemStats {
     pub(crate) bookkeeping_bytes: u64,
     /// Pages mapped now.
     pub(crate) pages_now: u64,
+    /// Chunks of an implicit registration holding per-page state now.
+    pub(crate) chunks: u64,
 }
 
 impl UmemStats {
@@ -164,6 +179,46 @@ impl UmemStats {
         out.unmap_ns = self.umem.unmap_ns;
         out.link_ns = self.map.link_ns;
         out.invalidations_nonblocking = self.umem.invalidations_nonblocking;
+        out.fault_calls = self.umem.fault_calls;
+        out.fault_latency_ns = self.umem.fault_latency_ns;
+        out.fault_latency_max_ns = self.umem.fault_latency_max_ns;
+        out.prefetched_pages = self.umem.prefetched_pages;
+        out.prefetch_errors = self.umem.prefetch_errors;
+        out.chunks = self.chunks;
+    }
+
+    /// Adds the counters and gauges of `other` (the longest fault is the longer one).
+    pub(crate) fn add(&mut self, other: &Self) {
+        let (a, b) = (&mut self.umem, &other.umem);
+        a.faults += b.faults;
+        a.pages_faulted += b.pages_faulted;
+        a.invalidations += b.invalidations;
+        a.invalidations_ignored += b.invalidations_ignored;
+        a.invalidations_nonblocking += b.invalidations_nonblocking;
+        a.fault_retries += b.fault_retries;
+        a.fault_ns += b.fault_ns;
+        a.map_ns += b.map_ns;
+        a.unmap_ns += b.unmap_ns;
+        a.fault_calls += b.fault_calls;
+        a.fault_latency_ns += b.fault_latency_ns;
+        a.fault_latency_max_ns = a.fault_latency_max_ns.max(b.fault_latency_max_ns);
+        a.prefetched_pages += b.prefetched_pages;
+        a.prefetch_errors += b.prefetch_errors;
+        let (a, b) = (&mut self.map, &other.map);
+        a.sync_ns += b.sync_ns;
+        a.link_ns += b.link_ns;
+        a.pages_mapped += b.pages_mapped;
+        a.pages_unmapped += b.pages_unmapped;
+        a.link_calls += b.link_calls;
+        a.sync_calls += b.sync_calls;
+        a.unlink_calls += b.unlink_calls;
+        a.p2p_host_bridge_pages += b.p2p_host_bridge_pages;
+        a.p2p_bus_pages += b.p2p_bus_pages;
+        a.p2p_refused_pages += b.p2p_refused_pages;
+        self.iova_bytes += other.iova_bytes;
+        self.bookkeeping_bytes += other.bookkeeping_bytes;
+        self.pages_now += other.pages_now;
+        self.chunks += other.chunks;
     }
 }
 
@@ -176,6 +231,16 @@ pub(crate) struct Faulted {
     pub(crate) valid: u64,
     /// Peer pages the device cannot reach (left unmapped).
     pub(crate) refused: u64,
+}
+
+/// A fault that runs on the workqueue while its caller waits, or gives up ([`OdpUmem::fault_waiting`]).
+#[pin_data]
+struct FaultJob {
+    /// Completed once `result` is set.
+    #[pin]
+    done: KillableCompletion,
+    #[pin]
+    result: Mutex<Option<Result<Faulted>>>,
 }
 
 /// Scratch space of one fault batch.
@@ -479,6 +544,75 @@ impl OdpUmem {
     /// the device went, `EBUSY` if a batch kept changing for [`FAULT_TIMEOUT_MS`], `EINTR` if the
     /// caller was sent a fatal signal (checked between batches and retries), and mapping errors.
     pub(crate) fn fault(&self, span: PageSpan, request: Request) -> Result<Faulted> {
+        let begun = Instant::<Monotonic>::now();
+        let done = self.fault_pages(span, request);
+        let took = elapsed_ns(begun);
+        let counters = &mut self.state().inner.lock().counters;
+        counters.fault_calls += 1;
+        counters.fault_latency_ns += took;
+        counters.fault_latency_max_ns = counters.fault_latency_max_ns.max(took);
+        done
+    }
+
+    /// Queues a fault of `span` to the module's workqueue and returns at once (an asynchronous
+    /// prefetch: `ibv_advise_mr()` without `IBV_ADVISE_MR_FLAG_FLUSH`). What it mapped, or that it
+    /// failed, shows in the counters. A registration unregistered meanwhile makes it fail at once
+    /// (`ENOENT`), an exited process too (`ESRCH`).
+    ///
+    /// # Errors
+    ///
+    /// `EPERM` for a write to a read-only registration, `ENOMEM`.
+    pub(crate) fn prefetch_async(self: &Arc<Self>, span: PageSpan, request: Request) -> Result {
+        if request == Request::Write && !self.writable {
+            return Err(EPERM);
+        }
+        let umem = self.clone();
+        workqueue::spawn(move || {
+            let done = umem.fault(span, request);
+            let counters = &mut umem.state().inner.lock().counters;
+            match done {
+                Ok(done) => counters.prefetched_pages += done.mapped,
+                Err(_) => counters.prefetch_errors += 1,
+            }
+        })
+    }
+
+    /// [`Self::fault`] on the module's workqueue, waited for at most `timeout_ms`: a fault that
+    /// waits for a userfaultfd handler cannot be interrupted, but its waiter can give up. The
+    /// fault goes on in the background until the handler answers, its file is closed or the
+    /// process exits.
+    ///
+    /// # Errors
+    ///
+    /// `ETIMEDOUT` when the time is up, `EINTR` on a fatal signal, `ENOMEM`; the fault's own.
+    fn fault_waiting(
+        self: &Arc<Self>,
+        span: PageSpan,
+        request: Request,
+        timeout_ms: u32,
+    ) -> Result<Faulted> {
+        let job = Arc::pin_init(
+            pin_init!(FaultJob {
+                done <- KillableCompletion::new(),
+                result <- new_mutex!(None, "FaultJob::result"),
+            }),
+            GFP_KERNEL,
+        )?;
+        let (umem, worker) = (self.clone(), job.clone());
+        workqueue::spawn(move || {
+            let result = umem.fault(span, request);
+            *worker.result.lock() = Some(result);
+            worker.done.complete_all();
+        })?;
+        if !job.done.wait_killable_timeout(timeout_ms)? {
+            return Err(ETIMEDOUT);
+        }
+        let result = job.result.lock().take();
+        result.unwrap_or(Err(EIO))
+    }
+
+    /// The body of [`Self::fault`].
+    fn fault_pages(&self, span: PageSpan, request: Request) -> Result<Faulted> {
         if request == Request::Write && !self.writable {
             return Err(EPERM);
         }
@@ -598,13 +732,19 @@ impl OdpUmem {
     /// Makes the pages of a device access of `len` bytes at `addr` reachable (writable if
     /// `write`), faulting the missing ones in, as a device with ODP would on a page fault.
     /// Returns the number of pages that were missing. Takes no device lock: faulting may wait
-    /// for the mm (a slow file, a userfaultfd handler).
+    /// for the mm (a slow file, a userfaultfd handler), for up to `device_fault_timeout_ms`.
     ///
     /// # Errors
     ///
     /// As [`Self::fault`], and those of the range checks (`EOVERFLOW`, `ERANGE`, `E2BIG`);
-    /// `EREMOTEIO` if a page is peer memory the device cannot reach.
-    pub(crate) fn prepare_access(&self, addr: u64, len: usize, write: bool) -> Result<u64> {
+    /// `EREMOTEIO` if a page is peer memory the device cannot reach; `ETIMEDOUT` if the pages did
+    /// not come in time.
+    pub(crate) fn prepare_access(
+        self: &Arc<Self>,
+        addr: u64,
+        len: usize,
+        write: bool,
+    ) -> Result<u64> {
         let span = self.access_span(addr, len)?;
         let missing = {
             let mut p2p = P2pCache::new(self.dev.dma().pci());
@@ -619,7 +759,8 @@ impl OdpUmem {
         };
         if missing > 0 {
             let request = if write { Request::Write } else { Request::Read };
-            if self.fault(span, request)?.refused > 0 {
+            let timeout = params::device_fault_timeout_ms();
+            if self.fault_waiting(span, request, timeout)?.refused > 0 {
                 return Err(EREMOTEIO);
             }
         }
@@ -715,6 +856,7 @@ impl OdpUmem {
                 iova_bytes: map.iova_bytes(),
                 bookkeeping_bytes: map.bookkeeping_bytes(),
                 pages_now: map.mapped_pages(),
+                chunks: 0,
             },
             Err(_) => UmemStats {
                 umem: counters,

@@ -52,3 +52,10 @@ pub(crate) fn file_limit_bytes() -> Option<u64> {
         mb => Some(mb.saturating_mul(1 << 20)),
     }
 }
+
+/// `device_fault_timeout_ms=`: how long a device copy waits for the pages it faults in
+/// (writable at run time).
+pub(crate) fn device_fault_timeout_ms() -> u32 {
+    // SAFETY: Reads a module parameter; always safe.
+    unsafe { odp::odp_shim_param_device_fault_timeout_ms() }
+}

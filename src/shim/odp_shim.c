@@ -21,6 +21,7 @@
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
+#include <linux/workqueue.h>
 
 #include "uapi/linux/odp_hmm.h"
 #include "linux/odp_hmm.h"
@@ -79,6 +80,11 @@ module_param(copy_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(copy_timeout_ms,
 		 "How long a device transfer may take, in ms (default 5000). After a timeout bus mastering is turned off and the copy engine stays disabled (later copies: EIO) until the device is rebound");
 
+static unsigned int device_fault_timeout_ms = 10000;
+module_param(device_fault_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(device_fault_timeout_ms,
+		 "How long a device copy waits for the pages it faults in, in ms (default 10000): a userfaultfd handler that does not answer makes it fail with ETIMEDOUT");
+
 static unsigned long file_limit_mb = 64 * 1024;
 module_param(file_limit_mb, ulong, 0644);
 MODULE_PARM_DESC(file_limit_mb,
@@ -102,6 +108,11 @@ bool odp_shim_param_debug_raw_dma(void)
 unsigned int odp_shim_param_copy_timeout_ms(void)
 {
 	return READ_ONCE(copy_timeout_ms);
+}
+
+unsigned int odp_shim_param_device_fault_timeout_ms(void)
+{
+	return READ_ONCE(device_fault_timeout_ms);
 }
 
 unsigned long odp_shim_param_file_limit_mb(void)
@@ -236,6 +247,12 @@ void odp_shim_cond_resched(void)
 bool odp_shim_fatal_signal_pending(void)
 {
 	return fatal_signal_pending(current);
+}
+
+/* The module's own workqueue (alloc_workqueue() is a variadic macro). */
+struct workqueue_struct *odp_shim_alloc_workqueue(void)
+{
+	return alloc_workqueue("odp_hmm", WQ_UNBOUND, 0);
 }
 
 /* ---- Pages ------------------------------------------------------------- */

@@ -15,6 +15,7 @@ struct device;
 struct dma_iova_state;
 struct mmu_interval_notifier;
 struct mmu_notifier_range;
+struct workqueue_struct;
 
 /* Module parameters, validated when the module is loaded. */
 enum odp_shim_backend {
@@ -29,6 +30,7 @@ bool odp_shim_param_debug_raw_dma(void);
 /* Writable at run time (mode 0644): read them each time. */
 unsigned int odp_shim_param_copy_timeout_ms(void);
 unsigned long odp_shim_param_file_limit_mb(void);
+unsigned int odp_shim_param_device_fault_timeout_ms(void);
 
 /* <linux/mmu_notifier.h> inline helpers. */
 void odp_shim_mmu_interval_set_seq(struct mmu_interval_notifier *sub,
@@ -59,6 +61,9 @@ void odp_shim_iommu_flush_lazy(struct device *dev);
 
 /* kvcalloc() for per-page state: accounted, no warning, no OOM killer. */
 void *odp_shim_state_array_alloc(size_t n, size_t size);
+
+/* The module's own workqueue. */
+struct workqueue_struct *odp_shim_alloc_workqueue(void);
 
 /* Scheduling helpers (inline or macros in C). */
 void odp_shim_cond_resched(void);

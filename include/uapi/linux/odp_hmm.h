@@ -18,7 +18,10 @@
  *
  * Version history:
  *   1  the first ABI
- *   2  struct odp_hmm_info grows the module-wide live_* gauges
+ *   2  struct odp_hmm_info grows the module-wide live_* gauges and
+ *      @link_page_sizes; struct odp_hmm_stats grows the prefetch, fault
+ *      latency and chunk counters; ODP_HMM_INFO_{IMPLICIT,ASYNC_PREFETCH,
+ *      USERFAULTFD,P2P_*}, ODP_HMM_REGISTER_IMPLICIT, ODP_HMM_FAULT_ASYNC
  *
  * Errors (as -1 and errno):
  *   ENOTTY      unknown ioctl, or an argument size the module does not know
@@ -79,6 +82,12 @@
 #define ODP_HMM_INFO_COPY_ENGINE	(1U << 0) /* the device can copy (edu) */
 #define ODP_HMM_INFO_IOVA		(1U << 1) /* IOVA (two-step) mode usable */
 #define ODP_HMM_INFO_DEBUG_RAW_DMA	(1U << 2) /* ODP_HMM_DMA_SRC_RAW_IOVA allowed */
+/* Capabilities (version 2), in the spirit of ibv_query_device_ex()'s odp_caps: */
+#define ODP_HMM_INFO_IMPLICIT		(1U << 3) /* ODP_HMM_REGISTER_IMPLICIT */
+#define ODP_HMM_INFO_ASYNC_PREFETCH	(1U << 4) /* ODP_HMM_FAULT_ASYNC */
+#define ODP_HMM_INFO_USERFAULTFD	(1U << 5) /* faults wait for userfaultfd handlers */
+#define ODP_HMM_INFO_P2P_HOST_BRIDGE	(1U << 6) /* peer memory mapped through the host bridge */
+#define ODP_HMM_INFO_P2P_BUS		(1U << 7) /* peer memory reached by bus address */
 
 /* struct odp_hmm_info::domain_type: the DMA device's IOMMU domain. */
 #define ODP_HMM_DOMAIN_NONE		0 /* no IOMMU: dma-direct */
@@ -119,6 +128,9 @@
  * @live_iova_bytes: out (version 2): IOVA space reserved now
  * @live_bookkeeping_bytes: out (version 2): kernel memory held now for
  *		per-page state
+ * @link_page_sizes: out (version 2): the sizes one link maps whole (bit n:
+ *		2^n bytes), where the device has an IOVA window: aligned blocks of
+ *		physically contiguous pages and whole huge-page folios; 0 without one
  */
 struct odp_hmm_info {
 	__u32 version;
@@ -136,6 +148,7 @@ struct odp_hmm_info {
 	__u64 live_pages_mapped;
 	__u64 live_iova_bytes;
 	__u64 live_bookkeeping_bytes;
+	__u64 link_page_sizes;
 };
 
 /* The size of struct odp_hmm_info in ABI version 1 (up to @dma_mask). */
@@ -144,6 +157,7 @@ struct odp_hmm_info {
 /* struct odp_hmm_register::flags */
 #define ODP_HMM_ACCESS_READ		(1U << 0) /* device may read (required) */
 #define ODP_HMM_ACCESS_WRITE		(1U << 1) /* device may write */
+#define ODP_HMM_REGISTER_IMPLICIT	(1U << 2) /* version 2: implicit ODP, see below */
 
 /**
  * struct odp_hmm_register - register a range for ODP (ODP_HMM_IOC_REGISTER)
@@ -159,6 +173,14 @@ struct odp_hmm_info {
  *
  * Nothing is faulted or mapped at registration: pages are mapped by
  * ODP_HMM_IOC_FAULT or by a device access (ODP_HMM_IOC_DMA).
+ *
+ * With ODP_HMM_REGISTER_IMPLICIT (like mlx5's implicit ODP MR) the range may
+ * be huge and need not be mapped: @addr 0 and @length 0 mean the whole user
+ * address space. Per-page state and IOVA are made lazily, one 2 MiB chunk at
+ * a time, at the first fault or device access in the chunk; @iova_base is 0
+ * and @dma_mode says how chunks map. A chunk that an munmap left empty is
+ * freed at the next call on the registration. Device accesses anywhere in
+ * the range fault on demand; unmapped addresses fail with EFAULT.
  */
 struct odp_hmm_register {
 	__u32 version;
@@ -188,13 +210,18 @@ struct odp_hmm_unregister {
 /* struct odp_hmm_fault::flags */
 #define ODP_HMM_FAULT_WRITE		(1U << 0) /* fault for write, map writable */
 #define ODP_HMM_FAULT_NO_FAULT		(1U << 1) /* map only pages already present */
+#define ODP_HMM_FAULT_ASYNC		(1U << 2) /* version 2: queue it, return at once */
 
 /**
  * struct odp_hmm_fault - fault and map a sub-range (ODP_HMM_IOC_FAULT)
  * @version:	in: ODP_HMM_ABI_VERSION
  * @flags:	in: ODP_HMM_FAULT_*; without WRITE the pages are mapped
  *		readable only (prefetch), even in a writable registration;
- *		NO_FAULT maps only what is present, and excludes WRITE
+ *		NO_FAULT maps only what is present, and excludes WRITE; ASYNC
+ *		(with either) queues the fault to a worker and returns at once,
+ *		like ibv_advise_mr() without IBV_ADVISE_MR_FLAG_FLUSH: the outputs
+ *		are 0, and the result shows in STATS (@prefetched_pages,
+ *		@prefetch_errors); unregister, close and exit cancel it
  * @handle:	in: the registration
  * @addr:	in: page-aligned start, inside the registration
  * @length:	in: page-aligned length, not 0, inside the registration
@@ -285,6 +312,15 @@ struct odp_hmm_snapshot {
  * @invalidations_nonblocking: out: of the invalidation callbacks, those that
  *		must not sleep (the OOM reaper, process_mrelease()), counted
  *		whether or not they unmapped anything
+ * @fault_calls: out (version 2): fault requests: FAULT ioctls, device
+ *		accesses that faulted, asynchronous prefetches
+ * @fault_latency_ns: out (version 2): their total time, call to return
+ * @fault_latency_max_ns: out (version 2): the longest one
+ * @prefetched_pages: out (version 2): pages asynchronous prefetches mapped
+ * @prefetch_errors: out (version 2): asynchronous prefetches that failed
+ *		(their errno is not reported; the pages stay unmapped)
+ * @chunks: out (version 2): chunks of implicit registrations that hold
+ *		per-page state now
  */
 struct odp_hmm_stats {
 	__u32 version;
@@ -313,7 +349,16 @@ struct odp_hmm_stats {
 	__u64 unmap_ns;
 	__u64 link_ns;
 	__u64 invalidations_nonblocking;
+	__u64 fault_calls;
+	__u64 fault_latency_ns;
+	__u64 fault_latency_max_ns;
+	__u64 prefetched_pages;
+	__u64 prefetch_errors;
+	__u64 chunks;
 };
+
+/* The size of struct odp_hmm_stats in ABI version 1 (up to @invalidations_nonblocking). */
+#define ODP_HMM_STATS_SIZE_V1		200
 
 /* struct odp_hmm_dma::flags */
 #define ODP_HMM_DMA_SRC_DEVBUF		(1U << 0) /* src_addr: offset in the device buffer */

@@ -13,6 +13,8 @@ pub const ODP_HMM_DEVICE_PATH: &str = "/dev/odp_hmm";
 pub const ODP_HMM_ABI_VERSION: u32 = 2;
 /// The size of `struct odp_hmm_info` in ABI version 1.
 pub const ODP_HMM_INFO_SIZE_V1: u32 = 48;
+/// The size of `struct odp_hmm_stats` in ABI version 1.
+pub const ODP_HMM_STATS_SIZE_V1: u32 = 200;
 
 /// Largest snapshot, in pages.
 pub const ODP_HMM_SNAPSHOT_MAX_PAGES: u32 = 1 << 20;
@@ -22,6 +24,11 @@ pub const ODP_HMM_DMA_MAX_LEN: u32 = 4096;
 pub const ODP_HMM_INFO_COPY_ENGINE: u32 = 1 << 0;
 pub const ODP_HMM_INFO_IOVA: u32 = 1 << 1;
 pub const ODP_HMM_INFO_DEBUG_RAW_DMA: u32 = 1 << 2;
+pub const ODP_HMM_INFO_IMPLICIT: u32 = 1 << 3;
+pub const ODP_HMM_INFO_ASYNC_PREFETCH: u32 = 1 << 4;
+pub const ODP_HMM_INFO_USERFAULTFD: u32 = 1 << 5;
+pub const ODP_HMM_INFO_P2P_HOST_BRIDGE: u32 = 1 << 6;
+pub const ODP_HMM_INFO_P2P_BUS: u32 = 1 << 7;
 
 pub const ODP_HMM_DOMAIN_NONE: u32 = 0;
 pub const ODP_HMM_DOMAIN_IDENTITY: u32 = 1;
@@ -41,9 +48,11 @@ pub const ODP_HMM_DMA_MODE_MAP: u32 = 2;
 
 pub const ODP_HMM_ACCESS_READ: u32 = 1 << 0;
 pub const ODP_HMM_ACCESS_WRITE: u32 = 1 << 1;
+pub const ODP_HMM_REGISTER_IMPLICIT: u32 = 1 << 2;
 
 pub const ODP_HMM_FAULT_WRITE: u32 = 1 << 0;
 pub const ODP_HMM_FAULT_NO_FAULT: u32 = 1 << 1;
+pub const ODP_HMM_FAULT_ASYNC: u32 = 1 << 2;
 
 pub const ODP_HMM_PAGE_VALID: u32 = 1 << 0;
 pub const ODP_HMM_PAGE_WRITE: u32 = 1 << 1;
@@ -74,6 +83,7 @@ pub struct odp_hmm_info {
     pub live_pages_mapped: u64,
     pub live_iova_bytes: u64,
     pub live_bookkeeping_bytes: u64,
+    pub link_page_sizes: u64,
 }
 
 impl odp_hmm_info {
@@ -185,6 +195,12 @@ pub struct odp_hmm_stats {
     pub unmap_ns: u64,
     pub link_ns: u64,
     pub invalidations_nonblocking: u64,
+    pub fault_calls: u64,
+    pub fault_latency_ns: u64,
+    pub fault_latency_max_ns: u64,
+    pub prefetched_pages: u64,
+    pub prefetch_errors: u64,
+    pub chunks: u64,
 }
 
 /// `struct odp_hmm_dma`.

@@ -67,6 +67,7 @@ fn header_and_mirror_agree() {
             live_pages_mapped,
             live_iova_bytes,
             live_bookkeeping_bytes,
+            link_page_sizes,
         }
     );
     check_struct!(
@@ -156,6 +157,12 @@ fn header_and_mirror_agree() {
             unmap_ns,
             link_ns,
             invalidations_nonblocking,
+            fault_calls,
+            fault_latency_ns,
+            fault_latency_max_ns,
+            prefetched_pages,
+            prefetch_errors,
+            chunks,
         }
     );
     check_struct!(
@@ -177,6 +184,14 @@ fn header_and_mirror_agree() {
         rust,
         ODP_HMM_ABI_VERSION,
         ODP_HMM_INFO_SIZE_V1,
+        ODP_HMM_STATS_SIZE_V1,
+        ODP_HMM_INFO_IMPLICIT,
+        ODP_HMM_INFO_ASYNC_PREFETCH,
+        ODP_HMM_INFO_USERFAULTFD,
+        ODP_HMM_INFO_P2P_HOST_BRIDGE,
+        ODP_HMM_INFO_P2P_BUS,
+        ODP_HMM_REGISTER_IMPLICIT,
+        ODP_HMM_FAULT_ASYNC,
         ODP_HMM_SNAPSHOT_MAX_PAGES,
         ODP_HMM_DMA_MAX_LEN,
         ODP_HMM_INFO_COPY_ENGINE,
