@@ -1124,7 +1124,7 @@ fn process_exit_with_registrations() -> TestResult {
 const REAPED_PAGES: usize = 64;
 
 /// Tries at catching the child between its kill and its own exit.
-const MRELEASE_TRIES: usize = 10;
+const MRELEASE_TRIES: usize = 40;
 
 /// A process killed with a live registration and reaped at once by `process_mrelease()`, which
 /// runs the OOM reaper's code: the invalidation callback is told it must not sleep. It must
