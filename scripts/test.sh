@@ -70,7 +70,7 @@ steps() {
 	step "KDIR checks refuse unusable kernels" "$ODP_TOP/scripts/test-check-kdir.sh"
 	step "dkms build against the test kernel; BUILD_EXCLUSIVE refuses unfit kernels" \
 		"$ODP_TOP/scripts/test-dkms.sh"
-	step "VM: dkms install in the guest, modprobe odp_hmm, foundation selftests, modprobe -r" \
+	step "VM: dkms install, modprobe odp_hmm, foundation selftests, modprobe -r, dkms remove" \
 		"$ODP_TOP/scripts/test-install.sh" dkms
 	step "VM: odp-hmm-dkms .deb: dpkg -i, udev autoload, group odp access, dpkg --purge" \
 		"$ODP_TOP/scripts/test-install.sh" deb
