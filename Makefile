@@ -11,6 +11,7 @@
 #   make demo              the demo in the VM (scripts/demo.sh)
 #   make bench             the benchmarks in the VM (scripts/bench.sh)
 #   make install           install the module into /lib/modules/<KDIR's release>/extra
+#   make dkms-src          install the module's sources for DKMS: $(DESTDIR)/usr/src/odp_hmm-<version>
 #   make clean
 
 KDIR ?= /lib/modules/$(shell uname -r)/build
@@ -23,7 +24,8 @@ LLVM ?= $(shell $(CURDIR)/scripts/kdir-llvm.sh $(KDIR))
 
 # An LLVM prefix names the compiler and linker too: DKMS adds CC=clang LD=ld.lld for a clang-built
 # kernel, which must not fall back to whatever clang PATH has (or none).
-LLVM_TOOLS = $(if $(filter %/,$(LLVM)),CC=$(LLVM)clang LD=$(LLVM)ld.lld)
+LLVM_TOOLS = $(if $(filter %/,$(LLVM)),CC=$(LLVM)clang LD=$(LLVM)ld.lld) \
+	$(if $(filter -%,$(LLVM)),CC=clang$(LLVM) LD=ld.lld$(LLVM))
 
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) RUSTC=$(RUSTC) CLIPPY_DRIVER=$(CLIPPY_DRIVER) \
 	BINDGEN=$(BINDGEN) $(if $(LLVM),LLVM=$(LLVM) $(LLVM_TOOLS)) $(if $(CLIPPY),CLIPPY=$(CLIPPY))
@@ -31,7 +33,7 @@ KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) RUSTC=$(RUSTC) CLIPPY_DRIVER=$(CLIPPY_DRI
 RS_FILES = $(shell git -C $(CURDIR) ls-files '*.rs' 2>/dev/null)
 
 .PHONY: all modules check-kdir clippy userspace rustfmt rustfmtcheck lint host-test check \
-	test demo bench install modules_install clean
+	test demo bench install modules_install dkms-clean dkms-src clean
 
 all: modules
 
@@ -72,6 +74,26 @@ bench:
 
 install modules_install: modules
 	+$(KMAKE) INSTALL_MOD_DIR=extra modules_install
+
+# What DKMS builds the module from, and nothing else (no build products, tests or tools). The
+# Debian package and the DKMS tests install exactly this.
+DKMS_VERSION = $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' $(CURDIR)/dkms.conf)
+DKMS_SRC = $(DESTDIR)/usr/src/odp_hmm-$(DKMS_VERSION)
+DKMS_FILES = Kbuild Makefile dkms.conf $(shell cd $(CURDIR) && \
+	find src include -type f \( -name '*.rs' -o -name '*.c' -o -name '*.h' \))
+DKMS_SCRIPTS = scripts/check-kdir.sh scripts/kdir-rustc.sh scripts/kdir-llvm.sh
+
+# DKMS runs its CLEAN command before and after every build. Kbuild's own clean reads the whole
+# kernel build to delete these few files (a minute and more under the test VM's emulation).
+dkms-clean:
+	find $(CURDIR) -path $(CURDIR)/target -prune -o \( -name '*.o' -o -name '*.ko' -o -name '*.mod' -o -name '*.mod.c' \
+		-o -name '.*.cmd' -o -name '.*.d' -o -name Module.symvers -o -name modules.order \) \
+		-type f -exec rm -f {} +
+	rm -rf $(CURDIR)/generated
+
+dkms-src:
+	@set -e; for f in $(DKMS_FILES); do install -D -m644 $(CURDIR)/$$f $(DKMS_SRC)/$$f; done; \
+	for f in $(DKMS_SCRIPTS); do install -D -m755 $(CURDIR)/$$f $(DKMS_SRC)/$$f; done
 
 clean:
 	+$(KMAKE) clean

@@ -22,12 +22,27 @@ kmemleak=/sys/kernel/debug/kmemleak
 # Tests that reload the module reload it the same way.
 export ODP_HMM_MODULE="$MODULE" ODP_HMM_MODULE_ARGS="$MODULE_ARGS"
 
+# MODULE is a file (insmod/rmmod) or, without a slash, a module name for modprobe (installed in
+# the guest's /lib/modules by the setup command).
+load=insmod unload=rmmod
+[ -z "$MODULE" ] || [ "$MODULE" != "${MODULE##*/}" ] || load=modprobe unload="modprobe -r"
+
+# Runs the setup or teardown command vm-run.sh was given, if any.
+hook() {
+	[ -s "$results/$1" ] || return 0
+	kmsg "$1: $(cat "$results/$1")"
+	(cd "$ODP_TOP" && eval "$(cat "$results/$1")") && return 0
+	echo "odp_hmm-vm: $1 failed" >&2
+	return 1
+}
+
 rc=0
-if [ -n "$MODULE" ]; then
-	kmsg "insmod $MODULE $MODULE_ARGS"
+hook setup || rc=126
+if [ "$rc" = 0 ] && [ -n "$MODULE" ]; then
+	kmsg "$load $MODULE $MODULE_ARGS"
 	# shellcheck disable=SC2086
-	if ! insmod "$MODULE" $MODULE_ARGS; then
-		echo "odp_hmm-vm: insmod failed" >&2
+	if ! $load "$MODULE" $MODULE_ARGS; then
+		echo "odp_hmm-vm: $load failed" >&2
 		rc=126
 	fi
 fi
@@ -40,11 +55,12 @@ if [ "$rc" = 0 ]; then
 fi
 
 if [ -n "$MODULE" ] && grep -q '^odp_hmm ' /proc/modules; then
-	if ! rmmod odp_hmm; then
-		echo "odp_hmm-vm: rmmod failed" >&2
+	if ! $unload odp_hmm || grep -q '^odp_hmm ' /proc/modules; then
+		echo "odp_hmm-vm: $unload failed" >&2
 		[ "$rc" != 0 ] || rc=126
 	fi
 fi
+hook teardown || [ "$rc" != 0 ] || rc=126
 
 if [ -w "$kmemleak" ]; then
 	# kmemleak reports an object only once it has been unreferenced for 5 s; scan twice, as

@@ -24,8 +24,8 @@ APT_PACKAGES=(
 	build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils rsync
 	# virtme-ng needs depmod and udev (without udevd the guest's exit code is lost).
 	kmod udev
-	# Packaging test.
-	dkms
+	# Packaging tests: DKMS, and the Debian package's build (debhelper with dh_dkms).
+	dkms debhelper dh-dkms
 	# Benchmark plots (scripts/bench-report.py).
 	python3-matplotlib
 )

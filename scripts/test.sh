@@ -68,7 +68,12 @@ steps() {
 	step "clippy: userspace crates" userspace_clippy
 	step "host unit tests (cargo test)" host_tests
 	step "KDIR checks refuse unusable kernels" "$ODP_TOP/scripts/test-check-kdir.sh"
-	step "dkms build against the test kernel" "$ODP_TOP/scripts/test-dkms.sh"
+	step "dkms build against the test kernel; BUILD_EXCLUSIVE refuses unfit kernels" \
+		"$ODP_TOP/scripts/test-dkms.sh"
+	step "VM: dkms install, modprobe odp_hmm, foundation selftests, modprobe -r, dkms remove" \
+		"$ODP_TOP/scripts/test-install.sh" dkms
+	step "VM: odp-hmm-dkms .deb: dpkg -i, udev autoload, group odp access, dpkg --purge" \
+		"$ODP_TOP/scripts/test-install.sh" deb
 	step "VM: foundation + odp, backend=rust" \
 		selftests "foundation odp" --module-args "debug_raw_dma=1"
 	step "VM: foundation + odp, backend=kernel (the kernel's hmm_dma_map)" \

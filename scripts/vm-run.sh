@@ -23,6 +23,11 @@
 #   --module-args A   arguments for insmod odp_hmm.ko
 #   --no-module       do not load odp_hmm
 #   --module PATH     the module to load (default: ./odp_hmm.ko of the repository)
+#   --modprobe        load it with `modprobe odp_hmm` (as installed in the guest, see --setup)
+#                     and unload it with `modprobe -r`, instead of insmod/rmmod of a file
+#   --setup CMD       a shell command the guest runs in the repository before it loads the
+#                     module (e.g. a DKMS install); the run fails if it fails
+#   --teardown CMD    the same, after the module is unloaded (e.g. dkms remove)
 #   --kernel DIR      kernel build tree (default: the cached test kernel)
 #   --memory SIZE     guest memory (default: 2G)
 #   --keep DIR        keep the guest's logs (dmesg.txt, kmemleak.txt) in DIR
@@ -47,6 +52,8 @@ kernel=
 memory=2G
 keep=
 rwdirs=()
+setup=
+teardown=
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -57,6 +64,9 @@ while [ $# -gt 0 ]; do
 	--module-args) module_args=$2; shift 2 ;;
 	--no-module) load_module=0; shift ;;
 	--module) module=$2; shift 2 ;;
+	--modprobe) module=odp_hmm; shift ;;
+	--setup) setup=$2; shift 2 ;;
+	--teardown) teardown=$2; shift 2 ;;
 	--kernel) kernel=$2; shift 2 ;;
 	--memory) memory=$2; shift 2 ;;
 	--keep) keep=$2; shift 2 ;;
@@ -69,7 +79,9 @@ done
 [ $# -gt 0 ] || die "no command to run in the guest"
 [ -n "$kernel" ] || kernel=$("$ODP_TOP/scripts/kernel.sh" dir test)
 [ -f "$kernel/arch/x86/boot/bzImage" ] || die "no kernel in $kernel: run scripts/setup.sh"
-[ "$load_module" = 0 ] || [ -f "$module" ] || die "$module missing: run make first"
+# A module name without a slash is loaded with modprobe, from the guest's /lib/modules.
+[ "$load_module" = 0 ] || [ "$module" = "${module##*/}" ] || [ -f "$module" ] ||
+	die "$module missing: run make first"
 
 # An AMD Zen guest CPU: Linux lets peer-to-peer DMA cross its host bridge. The features TCG cannot
 # emulate are turned off rather than warned about at every boot.
@@ -126,6 +138,8 @@ cleanup() {
 trap cleanup EXIT
 
 printf '%q ' "$@" >"$results/cmd"
+printf '%s' "$setup" >"$results/setup"
+printf '%s' "$teardown" >"$results/teardown"
 {
 	echo "ODP_TOP=$(printf '%q' "$ODP_TOP")"
 	echo "MODULE=$([ "$load_module" = 1 ] && printf '%q' "$module")"

@@ -217,6 +217,12 @@ fn load_unload_20_times() -> TestResult {
         skip!("ODP_HMM_MODULE is not set (run through scripts/vm-run.sh)");
     };
     let args = env::var("ODP_HMM_MODULE_ARGS").unwrap_or_default();
+    // A path is loaded with insmod; a module name with modprobe (installed, e.g. by DKMS).
+    let load = if module.contains('/') {
+        "insmod"
+    } else {
+        "modprobe"
+    };
     for round in 0..20 {
         let (code, out) = sh("rmmod odp_hmm");
         check_eq!(code, 0, "round {round}: rmmod: {out}");
@@ -224,8 +230,8 @@ fn load_unload_20_times() -> TestResult {
             fs::metadata(ODP_HMM_DEVICE_PATH).is_err(),
             "round {round}: {ODP_HMM_DEVICE_PATH} outlived the module"
         );
-        let (code, out) = sh(&format!("insmod {module} {args}"));
-        check_eq!(code, 0, "round {round}: insmod: {out}");
+        let (code, out) = sh(&format!("{load} {module} {args}"));
+        check_eq!(code, 0, "round {round}: {load}: {out}");
         // Each load brings the device back, bound to its DMA device.
         let info = Device::open()?.info()?;
         check_eq!(info.version, ODP_HMM_ABI_VERSION, "round {round}: info");

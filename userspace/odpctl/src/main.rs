@@ -562,12 +562,12 @@ impl Session {
                 Ok(())
             }
             Cmd::Register { access } => self.register(access),
-            Cmd::Fault { off, len, how } => self.fault(off, len, how),
+            Cmd::Fault { span, how } => self.fault(span.off, span.len, how),
             Cmd::Snapshot { off, npages } => self.snapshot(off, npages),
-            Cmd::Copy { src, dst, len } => self.copy(src, dst, len),
-            Cmd::Verify { src, dst, len } => self.verify(src, dst, len),
-            Cmd::Munmap { off, len } => self.munmap(off, len),
-            Cmd::Remap { off, len } => self.remap(off, len),
+            Cmd::Copy(t) => self.copy(t.src, t.dst, t.len),
+            Cmd::Verify(t) => self.verify(t.src, t.dst, t.len),
+            Cmd::Munmap(span) => self.munmap(span.off, span.len),
+            Cmd::Remap(span) => self.remap(span.off, span.len),
             Cmd::Stats => self.stats(),
             Cmd::Unregister => self.unregister(),
             Cmd::Demo => demo(self),
@@ -734,12 +734,8 @@ enum Cmd {
     },
     /// Fault LEN bytes at OFF in: the pages become device-mapped
     Fault {
-        /// Offset in the buffer
-        #[arg(value_parser = parse_size)]
-        off: usize,
-        /// Length in bytes
-        #[arg(value_parser = parse_size)]
-        len: usize,
+        #[command(flatten)]
+        span: Span,
         /// How to fault the pages
         #[arg(value_enum, default_value_t = How::Read)]
         how: How,
@@ -754,47 +750,13 @@ enum Cmd {
         npages: usize,
     },
     /// The device copies LEN bytes from SRC to DST within the buffer
-    Copy {
-        /// Source offset in the buffer
-        #[arg(value_parser = parse_size)]
-        src: usize,
-        /// Destination offset in the buffer
-        #[arg(value_parser = parse_size)]
-        dst: usize,
-        /// Length in bytes
-        #[arg(value_parser = parse_size)]
-        len: usize,
-    },
+    Copy(Transfer),
     /// Compare LEN bytes at SRC and DST
-    Verify {
-        /// Source offset in the buffer
-        #[arg(value_parser = parse_size)]
-        src: usize,
-        /// Destination offset in the buffer
-        #[arg(value_parser = parse_size)]
-        dst: usize,
-        /// Length in bytes
-        #[arg(value_parser = parse_size)]
-        len: usize,
-    },
+    Verify(Transfer),
     /// Unmap part of the buffer (the kernel invalidates it)
-    Munmap {
-        /// Offset in the buffer
-        #[arg(value_parser = parse_size)]
-        off: usize,
-        /// Length in bytes
-        #[arg(value_parser = parse_size)]
-        len: usize,
-    },
+    Munmap(Span),
     /// Map fresh memory over part of the buffer, filled with a new pattern
-    Remap {
-        /// Offset in the buffer
-        #[arg(value_parser = parse_size)]
-        off: usize,
-        /// Length in bytes
-        #[arg(value_parser = parse_size)]
-        len: usize,
-    },
+    Remap(Span),
     /// Counters of the registration (of all registrations before register)
     Stats,
     /// Unregister the registration
@@ -806,6 +768,31 @@ enum Cmd {
         /// The shell
         shell: clap_complete::Shell,
     },
+}
+
+/// `OFF LEN`: a part of the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+struct Span {
+    /// Offset in the buffer
+    #[arg(value_parser = parse_size)]
+    off: usize,
+    /// Length in bytes
+    #[arg(value_parser = parse_size)]
+    len: usize,
+}
+
+/// `SRC DST LEN`: a copy or comparison within the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+struct Transfer {
+    /// Source offset in the buffer
+    #[arg(value_parser = parse_size)]
+    src: usize,
+    /// Destination offset in the buffer
+    #[arg(value_parser = parse_size)]
+    dst: usize,
+    /// Length in bytes
+    #[arg(value_parser = parse_size)]
+    len: usize,
 }
 
 /// Parses a command line of one or more commands: splits it before each command name and lets
@@ -891,8 +878,10 @@ mod tests {
                 },
                 Cmd::Register { access: Access::Ro },
                 Cmd::Fault {
-                    off: 0,
-                    len: 1 << 20,
+                    span: Span {
+                        off: 0,
+                        len: 1 << 20
+                    },
                     how: How::Write
                 },
                 Cmd::Snapshot {
@@ -915,8 +904,7 @@ mod tests {
                 },
                 Cmd::Register { access: Access::Rw },
                 Cmd::Fault {
-                    off: 0,
-                    len: 4096,
+                    span: Span { off: 0, len: 4096 },
                     how: How::Read
                 },
             ]
