@@ -34,6 +34,10 @@ use kernel::{
     },
     prelude::*,
     rbtree::RBTree,
+    seq_file::{
+        seq_print,
+        SeqFile, //
+    },
     sync::{
         aref::ARef,
         Arc,
@@ -146,6 +150,45 @@ impl MiscDevice for OdpFile {
             Err(ENOTTY)
         }?;
         Ok(0)
+    }
+
+    /// `/proc/PID/fdinfo/FD`: one line per registration, with its counters (`odpctl fdinfo`
+    /// reads it, for any process).
+    fn show_fdinfo(me: Pin<&OdpFile>, m: &SeqFile, _file: &File) {
+        let Ok(umems) = me.live() else {
+            return;
+        };
+        for (handle, umem) in umems.iter() {
+            let (backend, mode) = match umem.mapping_info() {
+                Ok((backend, mode, _)) => (backend.name(), uapi::dma_mode_name(mode)),
+                Err(_) => ("-", "revoked"),
+            };
+            let st = umem.stats();
+            seq_print!(
+                m,
+                "odp_hmm-registration: handle={} start={:#x} length={:#x} backend={} mode={} \
+                 faults={} pages_faulted={} pages_now={} invalidations={} prefetched={} \
+                 prefetch_errors={} fault_calls={} fault_latency_ns={} fault_latency_max_ns={} \
+                 iova_bytes={} bookkeeping_bytes={} chunks={}\n",
+                handle,
+                umem.range().start(),
+                umem.range().len(),
+                backend,
+                mode,
+                st.umem.faults,
+                st.umem.pages_faulted,
+                st.pages_now,
+                st.umem.invalidations,
+                st.umem.prefetched_pages,
+                st.umem.prefetch_errors,
+                st.umem.fault_calls,
+                st.umem.fault_latency_ns,
+                st.umem.fault_latency_max_ns,
+                st.iova_bytes,
+                st.bookkeeping_bytes,
+                st.chunks,
+            );
+        }
     }
 }
 
@@ -338,21 +381,25 @@ impl OdpFile {
         Ok(())
     }
 
+    /// The live registrations with their handles, taken out of the lock.
+    fn live(&self) -> Result<KVec<(u64, Arc<OdpUmem>)>> {
+        let inner = self.inner.lock();
+        let mut umems = KVec::with_capacity(inner.umems.iter().count(), GFP_KERNEL)?;
+        for (&handle, umem) in inner.umems.iter() {
+            umems.push((handle, umem.clone()), GFP_KERNEL)?;
+        }
+        Ok(umems)
+    }
+
     fn stats(&self, arg: ArgPtr) -> Result {
         let mut req: uapi::Stats = arg.read()?;
         if req.reserved != 0 {
             return Err(EINVAL);
         }
         let (total, live) = if req.handle == 0 {
-            let (mut total, umems) = {
-                let inner = self.inner.lock();
-                let mut umems = KVec::with_capacity(16, GFP_KERNEL)?;
-                for umem in inner.umems.values() {
-                    umems.push(umem.clone(), GFP_KERNEL)?;
-                }
-                (inner.retired, umems)
-            };
-            for umem in umems.iter() {
+            let mut total = self.inner.lock().retired;
+            let umems = self.live()?;
+            for (_, umem) in umems.iter() {
                 total.add(&umem.stats());
             }
             (total, umems.len())

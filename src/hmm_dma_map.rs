@@ -97,6 +97,16 @@ impl Backend {
         }
     }
 
+    /// The name `backend=` takes.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Rust => "rust",
+            Self::Kernel => "kernel",
+            Self::Legacy => "legacy",
+            Self::None => "none",
+        }
+    }
+
     /// The `ODP_HMM_BACKEND_*` value.
     pub(crate) fn to_uapi(self) -> u32 {
         match self {

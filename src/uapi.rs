@@ -40,6 +40,15 @@ pub(crate) use crate::bindings::{
     ODP_HMM_SNAPSHOT_MAX_PAGES as SNAPSHOT_MAX_PAGES,
 };
 
+/// The name of an `ODP_HMM_DMA_MODE_*` value, as `odpctl` prints it.
+pub(crate) fn dma_mode_name(mode: u32) -> &'static str {
+    match mode {
+        DMA_MODE_IOVA => "iova",
+        DMA_MODE_MAP => "map",
+        _ => "none",
+    }
+}
+
 /// `ODP_HMM_IOC_INFO`.
 pub(crate) const IOC_INFO: u32 = odp::odp_shim_ioctl_ODP_SHIM_IOC_INFO;
 /// `ODP_HMM_IOC_REGISTER`.
