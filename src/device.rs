@@ -50,15 +50,20 @@ use kernel::{
 use crate::{
     dma_copy, dma_device, gauges,
     hmm_dma_map::Backend,
+    implicit::ImplicitUmem,
     kapi::{hmm::Request, mm::task_size, params},
     odp_umem::{
+        check_mapped,
         OdpUmem,
-        Revoked,
         UmemStats, //
     },
     range::{
         RangeError,
         UserRange, //
+    },
+    registration::{
+        Budget,
+        Registration, //
     },
     uapi::{
         self,
@@ -81,10 +86,7 @@ pub(crate) fn range_errno(err: RangeError) -> Error {
 /// The registrations of one open file.
 struct FileInner {
     next_handle: u64,
-    umems: RBTree<u64, Arc<OdpUmem>>,
-    /// Bytes registered by the live registrations (and those being made), against
-    /// `file_limit_mb`.
-    registered: u64,
+    umems: RBTree<u64, Registration>,
     /// Counters of the registrations dropped so far.
     retired: UmemStats,
 }
@@ -99,6 +101,8 @@ pub(crate) struct OdpFile {
     mm: ARef<Mm>,
     /// Never 0, never another file's.
     id: u64,
+    /// What its registrations hold, against `file_limit_mb`.
+    budget: Arc<Budget>,
     #[pin]
     inner: Mutex<FileInner>,
 }
@@ -114,11 +118,11 @@ impl MiscDevice for OdpFile {
             try_pin_init!(Self {
                 mm: ARef::from(&**mm),
                 id: NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed),
+                budget: Budget::new()?,
                 inner <- new_mutex!(
                     FileInner {
                         next_handle: 1,
                         umems: RBTree::new(),
-                        registered: 0,
                         retired: UmemStats::default(),
                     },
                     "OdpFile::inner"
@@ -196,18 +200,10 @@ impl MiscDevice for OdpFile {
 impl PinnedDrop for OdpFile {
     fn drop(self: Pin<&mut Self>) {
         let umems = core::mem::replace(&mut self.inner.lock().umems, RBTree::new());
-        for umem in umems.values() {
-            retire(umem);
+        for reg in umems.values() {
+            reg.retire();
         }
     }
-}
-
-/// Tears a registration down: the device stops reaching its pages now (later calls that still
-/// hold it get `ENOENT`); the notifier goes when the last reference does. Returns its final
-/// counters.
-fn retire(umem: &Arc<OdpUmem>) -> UmemStats {
-    umem.device().remove_user(umem);
-    umem.revoke(Revoked::Unregistered)
 }
 
 impl OdpFile {
@@ -222,7 +218,7 @@ impl OdpFile {
     }
 
     /// The registration named `handle`.
-    fn lookup(&self, handle: u64) -> Result<Arc<OdpUmem>> {
+    fn lookup(&self, handle: u64) -> Result<Registration> {
         self.inner.lock().umems.get(&handle).cloned().ok_or(ENOENT)
     }
 
@@ -239,9 +235,8 @@ impl OdpFile {
 
     fn register(&self, arg: ArgPtr) -> Result {
         let mut req: uapi::Register = arg.read()?;
-        if req.flags & !(uapi::ACCESS_READ | uapi::ACCESS_WRITE) != 0
-            || req.flags & uapi::ACCESS_READ == 0
-        {
+        let known = uapi::ACCESS_READ | uapi::ACCESS_WRITE | uapi::REGISTER_IMPLICIT;
+        if req.flags & !known != 0 || req.flags & uapi::ACCESS_READ == 0 {
             return Err(EINVAL);
         }
         let backend = match req.backend {
@@ -251,20 +246,38 @@ impl OdpFile {
         self.check_caller()?;
         let current = current!();
         let mm = current.mm().ok_or(EPERM)?;
-        let range = UserRange::new(req.addr, req.length, PAGE_SHIFT as u32, task_size(mm))
-            .map_err(range_errno)?;
+        let implicit = req.flags & uapi::REGISTER_IMPLICIT != 0;
+        let (addr, length) = match (req.addr, req.length) {
+            // The whole user address space (from the first page: 0 is never mapped).
+            (0, 0) if implicit => (PAGE_SIZE as u64, task_size(mm) - PAGE_SIZE as u64),
+            range => range,
+        };
+        let range =
+            UserRange::new(addr, length, PAGE_SHIFT as u32, task_size(mm)).map_err(range_errno)?;
         let dev = dma_device::current()?;
-        let handle = self.reserve(range.len())?;
         let writable = req.flags & uapi::ACCESS_WRITE != 0;
-        let umem = match OdpUmem::new(mm, dev, range, writable, backend, None) {
-            Ok(umem) => umem,
-            Err(err) => {
-                let mut inner = self.inner.lock();
-                inner.registered = inner.registered.saturating_sub(range.len());
-                return Err(err);
+        let handle = self.next_handle()?;
+        let reg = if implicit {
+            Registration::Implicit(ImplicitUmem::new(
+                mm,
+                dev,
+                range,
+                writable,
+                backend,
+                self.budget.clone(),
+            )?)
+        } else {
+            check_mapped(mm, &range)?;
+            self.budget.charge(range.len())?;
+            match OdpUmem::new(mm, dev, range, writable, backend, None) {
+                Ok(umem) => Registration::Explicit(umem),
+                Err(err) => {
+                    self.budget.refund(range.len());
+                    return Err(err);
+                }
             }
         };
-        let published = umem
+        let published = reg
             .mapping_info()
             .and_then(|(backend, dma_mode, iova_base)| {
                 req.backend = backend.to_uapi();
@@ -277,30 +290,31 @@ impl OdpFile {
                 self.inner
                     .lock()
                     .umems
-                    .try_create_and_insert(handle, umem.clone(), GFP_KERNEL)
+                    .try_create_and_insert(handle, reg.clone(), GFP_KERNEL)
                     .map(drop)
             });
         if let Err(err) = published {
-            retire(&umem);
-            let mut inner = self.inner.lock();
-            inner.registered = inner.registered.saturating_sub(range.len());
+            self.drop_registration(&reg);
             return Err(err);
         }
         Ok(())
     }
 
-    /// Takes a handle for a registration of `len` bytes and counts the bytes against the file's
-    /// limit (`ENOSPC` beyond it, or when handles run out).
-    fn reserve(&self, len: u64) -> Result<u64> {
+    /// A new handle (`ENOSPC` when they run out).
+    fn next_handle(&self) -> Result<u64> {
         let mut inner = self.inner.lock();
-        let registered = inner.registered.checked_add(len).ok_or(ENOSPC)?;
-        if params::file_limit_bytes().is_some_and(|limit| registered > limit) {
-            return Err(ENOSPC);
-        }
         let handle = inner.next_handle;
         inner.next_handle = handle.checked_add(1).ok_or(ENOSPC)?;
-        inner.registered = registered;
         Ok(handle)
+    }
+
+    /// Tears `reg` down and gives back what it was charged; returns its final counters.
+    fn drop_registration(&self, reg: &Registration) -> UmemStats {
+        let last = reg.retire();
+        if let Registration::Explicit(umem) = reg {
+            self.budget.refund(umem.range().len());
+        }
+        last
     }
 
     fn unregister(&self, arg: ArgPtr) -> Result {
@@ -309,11 +323,9 @@ impl OdpFile {
             return Err(EINVAL);
         }
         self.check_caller()?;
-        let umem = self.inner.lock().umems.remove(&req.handle).ok_or(ENOENT)?;
-        let last = retire(&umem);
-        let mut inner = self.inner.lock();
-        inner.registered = inner.registered.saturating_sub(umem.range().len());
-        inner.retired.add(&last);
+        let reg = self.inner.lock().umems.remove(&req.handle).ok_or(ENOENT)?;
+        let last = self.drop_registration(&reg);
+        self.inner.lock().retired.add(&last);
         Ok(())
     }
 
@@ -382,7 +394,7 @@ impl OdpFile {
     }
 
     /// The live registrations with their handles, taken out of the lock.
-    fn live(&self) -> Result<KVec<(u64, Arc<OdpUmem>)>> {
+    fn live(&self) -> Result<KVec<(u64, Registration)>> {
         let inner = self.inner.lock();
         let mut umems = KVec::with_capacity(inner.umems.iter().count(), GFP_KERNEL)?;
         for (&handle, umem) in inner.umems.iter() {

@@ -30,8 +30,11 @@ use crate::{
         params,
         sched::fatal_signal_pending, //
     },
-    odp_umem::OdpUmem,
     range::DmaSeg,
+    registration::{
+        AccessPiece,
+        Registration, //
+    },
     uapi,
 };
 
@@ -42,7 +45,7 @@ const COPY_ATTEMPTS: usize = 16;
 /// One end of a copy.
 enum End {
     /// Registered memory: a registration and a user address in it.
-    Memory(Arc<OdpUmem>, u64),
+    Memory(Registration, u64),
     /// The device buffer, at an offset.
     Buffer(usize),
     /// A raw DMA address nobody checked (source only, debug).
@@ -55,7 +58,7 @@ enum End {
 pub(crate) fn copy(
     req: &uapi::Dma,
     file: u64,
-    lookup: impl Fn(u64) -> Result<Arc<OdpUmem>>,
+    lookup: impl Fn(u64) -> Result<Registration>,
 ) -> Result<u64> {
     let known = uapi::DMA_SRC_DEVBUF | uapi::DMA_DST_DEVBUF | uapi::DMA_SRC_RAW_IOVA;
     let src_flags = req.flags & (uapi::DMA_SRC_DEVBUF | uapi::DMA_SRC_RAW_IOVA);
@@ -99,51 +102,79 @@ pub(crate) fn copy(
 
     let dev = dma_device::current()?;
     for end in [&src, &dst] {
-        if let End::Memory(umem, _) = end {
-            if !Arc::ptr_eq(umem.device(), &dev) {
+        if let End::Memory(reg, _) = end {
+            if !Arc::ptr_eq(reg.device(), &dev) {
                 return Err(ENODEV);
             }
         }
     }
+    let pieces_of = |end: &End| match end {
+        End::Memory(reg, addr) => reg.access_pieces(*addr, len),
+        _ => Ok([None, None]),
+    };
     let mut faults = 0;
     for _ in 0..COPY_ATTEMPTS {
         if fatal_signal_pending() {
             return Err(EINTR);
         }
+        // The registrations that hold each end (an implicit one may need two chunks).
+        let (src_pieces, dst_pieces) = (pieces_of(&src)?, pieces_of(&dst)?);
         // Fault first, with no device lock held ...
-        if let End::Memory(umem, addr) = &src {
-            faults += umem.prepare_access(*addr, len, false)?;
+        for (umem, addr, len, _) in src_pieces.iter().flatten() {
+            faults += umem.prepare_access(*addr, *len, false)?;
         }
-        if let End::Memory(umem, addr) = &dst {
-            faults += umem.prepare_access(*addr, len, true)?;
+        for (umem, addr, len, _) in dst_pieces.iter().flatten() {
+            faults += umem.prepare_access(*addr, *len, true)?;
         }
         // ... then move the data, unless an invalidation came in between.
         let engine = dev.engine().lock();
         let engine = engine.as_ref().ok_or(EOPNOTSUPP)?;
         engine.claim(file)?;
         let read = match &src {
-            End::Memory(umem, addr) => umem.access_mapped(*addr, len, false, |segs| {
-                transfer(engine, Direction::ToBuffer, segs, staging)
-            })?,
+            End::Memory(..) => access(engine, &src_pieces, false, staging)?,
             End::RawIova(iova) => {
-                Some(engine.transfer(Direction::ToBuffer, *iova, staging, len)?)
+                engine.transfer(Direction::ToBuffer, *iova, staging, len)?;
+                true
             }
-            End::Buffer(_) => Some(()),
+            End::Buffer(_) => true,
         };
-        if read.is_none() {
+        if !read {
             continue;
         }
         let written = match &dst {
-            End::Memory(umem, addr) => umem.access_mapped(*addr, len, true, |segs| {
-                transfer(engine, Direction::FromBuffer, segs, staging)
-            })?,
-            _ => Some(()),
+            End::Memory(..) => access(engine, &dst_pieces, true, staging)?,
+            _ => true,
         };
-        if written.is_some() {
+        if written {
             return Ok(faults);
         }
     }
     Err(EBUSY)
+}
+
+/// Moves the pieces of one end between memory and the buffer (into memory if `write`), each
+/// under its registration's update lock; `false` if a page was not reachable (an invalidation
+/// came after the fault: fault again).
+fn access(
+    engine: &Engine,
+    pieces: &[Option<AccessPiece>; 2],
+    write: bool,
+    staging: usize,
+) -> Result<bool> {
+    let dir = if write {
+        Direction::FromBuffer
+    } else {
+        Direction::ToBuffer
+    };
+    for (umem, addr, len, offset) in pieces.iter().flatten() {
+        let moved = umem.access_mapped(*addr, *len, write, |segs| {
+            transfer(engine, dir, segs, staging + offset)
+        })?;
+        if moved.is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Moves the segments `segs` to or from the buffer, from `offset` on.

@@ -36,6 +36,7 @@ use crate::{
         params, //
     },
     odp_umem::{
+        check_mapped,
         page_entry,
         Locked,
         OdpUmem,
@@ -83,6 +84,7 @@ impl DriverUmem {
         let mm = current.mm().ok_or(EINVAL)?;
         let range =
             UserRange::new(addr, length, PAGE_SHIFT as u32, task_size(mm)).map_err(range_errno)?;
+        check_mapped(mm, &range)?;
         let dev = DmaDevice::new(pci, None)?;
         let backend = Backend::from_uapi(params::backend())?;
         let writable = access & uapi::ACCESS_WRITE != 0;

@@ -13,7 +13,8 @@
 //! Layout:
 //! - [`pfn_flags`], [`range`], [`link_plan`], [`pci_addr`]: pure logic, host-tested;
 //!   [`gauges`]: module-wide gauges.
-//! - [`hmm_dma_map`]: the mapping manager; [`p2p`]: peer memory; [`odp_umem`]: registrations.
+//! - [`hmm_dma_map`]: the mapping manager; [`p2p`]: peer memory; [`odp_umem`]: registrations;
+//!   [`implicit`]: implicit registrations, made of chunks; [`registration`]: either kind.
 //! - [`device`], [`dma_copy`], [`uapi`]: the character device and its ABI;
 //!   [`driver_api`]: the in-kernel API for device drivers (`include/linux/odp_hmm.h`).
 //! - [`dma_device`], [`edu`]: the DMA device and its lifetime.
@@ -37,6 +38,7 @@ mod driver_api;
 mod edu;
 mod gauges;
 mod hmm_dma_map;
+mod implicit;
 mod kapi;
 mod link_plan;
 mod odp_umem;
@@ -44,6 +46,7 @@ mod p2p;
 mod pci_addr;
 mod pfn_flags;
 mod range;
+mod registration;
 mod uapi;
 
 module! {

@@ -461,7 +461,8 @@ pub(crate) struct OdpUmem {
 }
 
 impl OdpUmem {
-    /// Registers `range` of `mm` (which must be fully mapped now) for `dev`.
+    /// Registers `range` of `mm` for `dev` (explicit registrations check first that it is mapped:
+    /// [`check_mapped`]).
     ///
     /// # Errors
     ///
@@ -475,7 +476,6 @@ impl OdpUmem {
         backend: Backend,
         client: Option<KBox<dyn UmemClient>>,
     ) -> Result<Arc<Self>> {
-        check_mapped(mm, &range)?;
         let map = HmmDmaMap::new(dev.dma(), backend, range.first_vpn(), range.npages())?;
         let two_pass = client.as_ref().is_some_and(|c| c.two_pass());
         let notifier = IntervalNotifier::insert(
@@ -955,8 +955,9 @@ pub(crate) fn page_entry(state: HmmPfn, dma_addr: Option<u64>) -> uapi::Page {
     }
 }
 
-/// Checks that every page of `range` is mapped in `mm` (`EFAULT` if not).
-fn check_mapped(mm: &MmWithUser, range: &UserRange) -> Result {
+/// Checks that every page of `range` is mapped in `mm` (`EFAULT` if not): what an explicit
+/// registration asks of its range when it is made.
+pub(crate) fn check_mapped(mm: &MmWithUser, range: &UserRange) -> Result {
     let mmap = mm.mmap_read_lock();
     let mut addr = range.start();
     while addr < range.end() {
