@@ -18,8 +18,8 @@ KDIR ?= /lib/modules/$(shell uname -r)/build
 RUSTC ?= $(shell $(CURDIR)/scripts/kdir-rustc.sh $(KDIR))
 CLIPPY_DRIVER ?= $(dir $(shell command -v $(RUSTC)))clippy-driver
 BINDGEN ?= bindgen
-# The C shim must be built by the kernel's own compiler.
-LLVM ?= $(if $(shell grep -s '^CONFIG_CC_IS_CLANG=y' $(KDIR)/include/config/auto.conf),1,)
+# The C shim must be built by the kernel's own compiler: for a clang-built kernel, its LLVM.
+LLVM ?= $(shell $(CURDIR)/scripts/kdir-llvm.sh $(KDIR))
 
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) RUSTC=$(RUSTC) CLIPPY_DRIVER=$(CLIPPY_DRIVER) \
 	BINDGEN=$(BINDGEN) $(if $(LLVM),LLVM=$(LLVM)) $(if $(CLIPPY),CLIPPY=$(CLIPPY))

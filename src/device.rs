@@ -44,7 +44,7 @@ use kernel::{
 };
 
 use crate::{
-    dma_copy, dma_device,
+    dma_copy, dma_device, gauges,
     hmm_dma_map::Backend,
     kapi::{hmm::Request, mm::task_size, params},
     odp_umem::{
@@ -56,7 +56,10 @@ use crate::{
         RangeError,
         UserRange, //
     },
-    uapi,
+    uapi::{
+        self,
+        ArgPtr, //
+    },
 };
 
 /// Snapshot entries gathered under the update lock before they are copied out.
@@ -122,16 +125,25 @@ impl MiscDevice for OdpFile {
     }
 
     fn ioctl(me: Pin<&OdpFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        let arg = UserPtr::from_addr(arg);
-        match cmd {
-            uapi::IOC_INFO => me.info(arg),
-            uapi::IOC_REGISTER => me.register(arg),
-            uapi::IOC_UNREGISTER => me.unregister(arg),
-            uapi::IOC_FAULT => me.fault(arg),
-            uapi::IOC_SNAPSHOT => me.snapshot(arg),
-            uapi::IOC_STATS => me.stats(arg),
-            uapi::IOC_DMA => me.dma(arg),
-            _ => Err(ENOTTY),
+        // The size in the number is the caller's structure size; `ArgPtr::read` checks it.
+        let ioc = |known: u32| uapi::without_size(known) == uapi::without_size(cmd);
+        let arg = ArgPtr::new(cmd, arg);
+        if ioc(uapi::IOC_INFO) {
+            me.info(arg)
+        } else if ioc(uapi::IOC_REGISTER) {
+            me.register(arg)
+        } else if ioc(uapi::IOC_UNREGISTER) {
+            me.unregister(arg)
+        } else if ioc(uapi::IOC_FAULT) {
+            me.fault(arg)
+        } else if ioc(uapi::IOC_SNAPSHOT) {
+            me.snapshot(arg)
+        } else if ioc(uapi::IOC_STATS) {
+            me.stats(arg)
+        } else if ioc(uapi::IOC_DMA) {
+            me.dma(arg)
+        } else {
+            Err(ENOTTY)
         }?;
         Ok(0)
     }
@@ -171,14 +183,19 @@ impl OdpFile {
         self.inner.lock().umems.get(&handle).cloned().ok_or(ENOENT)
     }
 
-    fn info(&self, arg: UserPtr) -> Result {
-        let _: uapi::Info = uapi::read_arg(arg)?;
-        let info = dma_device::current()?.info();
-        uapi::write_arg(arg, &info)
+    fn info(&self, arg: ArgPtr) -> Result {
+        let req: uapi::Info = arg.read()?;
+        let mut info = dma_device::current()?.info();
+        info.version = req.version;
+        info.live_registrations = gauges::REGISTRATIONS.get();
+        info.live_pages_mapped = gauges::PAGES_MAPPED.get();
+        info.live_iova_bytes = gauges::IOVA_BYTES.get();
+        info.live_bookkeeping_bytes = gauges::BOOKKEEPING_BYTES.get();
+        arg.write(&info)
     }
 
-    fn register(&self, arg: UserPtr) -> Result {
-        let mut req: uapi::Register = uapi::read_arg(arg)?;
+    fn register(&self, arg: ArgPtr) -> Result {
+        let mut req: uapi::Register = arg.read()?;
         if req.flags & !(uapi::ACCESS_READ | uapi::ACCESS_WRITE) != 0
             || req.flags & uapi::ACCESS_READ == 0
         {
@@ -211,7 +228,7 @@ impl OdpFile {
                 req.dma_mode = dma_mode;
                 req.handle = handle;
                 req.iova_base = iova_base;
-                uapi::write_arg(arg, &req)
+                arg.write(&req)
             })
             .and_then(|()| {
                 self.inner
@@ -243,8 +260,8 @@ impl OdpFile {
         Ok(handle)
     }
 
-    fn unregister(&self, arg: UserPtr) -> Result {
-        let req: uapi::Unregister = uapi::read_arg(arg)?;
+    fn unregister(&self, arg: ArgPtr) -> Result {
+        let req: uapi::Unregister = arg.read()?;
         if req.reserved != 0 {
             return Err(EINVAL);
         }
@@ -257,8 +274,8 @@ impl OdpFile {
         Ok(())
     }
 
-    fn fault(&self, arg: UserPtr) -> Result {
-        let mut req: uapi::Fault = uapi::read_arg(arg)?;
+    fn fault(&self, arg: ArgPtr) -> Result {
+        let mut req: uapi::Fault = arg.read()?;
         let request = match req.flags {
             0 => Request::Read,
             uapi::FAULT_WRITE => Request::Write,
@@ -274,15 +291,15 @@ impl OdpFile {
         let done = umem.fault(span, request)?;
         req.pages_mapped = done.mapped;
         req.pages_valid = done.valid;
-        uapi::write_arg(arg, &req)?;
+        arg.write(&req)?;
         if done.refused > 0 {
             return Err(EREMOTEIO);
         }
         Ok(())
     }
 
-    fn snapshot(&self, arg: UserPtr) -> Result {
-        let req: uapi::Snapshot = uapi::read_arg(arg)?;
+    fn snapshot(&self, arg: ArgPtr) -> Result {
+        let req: uapi::Snapshot = arg.read()?;
         if req.flags != 0 || req.npages == 0 {
             return Err(EINVAL);
         }
@@ -315,8 +332,8 @@ impl OdpFile {
         Ok(())
     }
 
-    fn stats(&self, arg: UserPtr) -> Result {
-        let mut req: uapi::Stats = uapi::read_arg(arg)?;
+    fn stats(&self, arg: ArgPtr) -> Result {
+        let mut req: uapi::Stats = arg.read()?;
         if req.reserved != 0 {
             return Err(EINVAL);
         }
@@ -360,14 +377,14 @@ impl OdpFile {
         req.unmap_ns = total.umem.unmap_ns;
         req.link_ns = total.map.link_ns;
         req.invalidations_nonblocking = total.umem.invalidations_nonblocking;
-        uapi::write_arg(arg, &req)
+        arg.write(&req)
     }
 
-    fn dma(&self, arg: UserPtr) -> Result {
-        let mut req: uapi::Dma = uapi::read_arg(arg)?;
+    fn dma(&self, arg: ArgPtr) -> Result {
+        let mut req: uapi::Dma = arg.read()?;
         self.check_caller()?;
         req.faults = dma_copy::copy(&req, self.id, |handle| self.lookup(handle))?;
-        uapi::write_arg(arg, &req)
+        arg.write(&req)
     }
 }
 

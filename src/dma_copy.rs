@@ -125,7 +125,9 @@ pub(crate) fn copy(
             End::Memory(umem, addr) => umem.access_mapped(*addr, len, false, |segs| {
                 transfer(engine, Direction::ToBuffer, segs, staging)
             })?,
-            End::RawIova(iova) => Some(engine.transfer(Direction::ToBuffer, *iova, staging, len)?),
+            End::RawIova(iova) => {
+                Some(engine.transfer(Direction::ToBuffer, *iova, staging, len)?)
+            }
             End::Buffer(_) => Some(()),
         };
         if read.is_none() {

@@ -265,6 +265,7 @@ impl DmaDevice {
             // CAST: The page size is 4 KiB on every target this module builds for.
             page_size: kernel::page::PAGE_SIZE as u32,
             dma_mask: self.dev.dma_mask(),
+            ..Default::default()
         }
     }
 }

@@ -36,6 +36,7 @@ use kernel::{
 };
 
 use crate::{
+    gauges,
     kapi::{
         dma::{
             Access,
@@ -198,6 +199,10 @@ pub(crate) struct HmmDmaMap {
     store: Store,
     npages: usize,
     counters: MapCounters,
+    /// What this map added to [`gauges::PAGES_MAPPED`] so far.
+    published_pages: u64,
+    /// What it added to [`gauges::IOVA_BYTES`] and [`gauges::BOOKKEEPING_BYTES`].
+    published_bytes: (u64, u64),
 }
 
 /// The Rust manager's calls into the DMA API, counted and timed.
@@ -371,7 +376,7 @@ impl HmmDmaMap {
                 }
             }
         };
-        Ok(Self {
+        let mut map = Self {
             dev: dev.clone(),
             backend,
             grouping: Grouping {
@@ -382,7 +387,24 @@ impl HmmDmaMap {
             store,
             npages,
             counters: MapCounters::default(),
-        })
+            published_pages: 0,
+            published_bytes: (0, 0),
+        };
+        map.published_bytes = (map.iova_bytes(), map.bookkeeping_bytes());
+        gauges::IOVA_BYTES.add(map.published_bytes.0);
+        gauges::BOOKKEEPING_BYTES.add(map.published_bytes.1);
+        Ok(map)
+    }
+
+    /// Brings [`gauges::PAGES_MAPPED`] up to date with this map.
+    fn publish_pages(&mut self) {
+        let now = self.mapped_pages();
+        if now >= self.published_pages {
+            gauges::PAGES_MAPPED.add(now - self.published_pages);
+        } else {
+            gauges::PAGES_MAPPED.sub(self.published_pages - now);
+        }
+        self.published_pages = now;
     }
 
     /// The backend in use.
@@ -483,7 +505,11 @@ impl HmmDmaMap {
                     // SAFETY: The page is mapped for the device, so it stays mapped in the mm
                     // until it is unmapped here (the type invariants); dma-direct keeps no state
                     // (`need_unmap()` is false), so this mapping needs no unmap of its own.
-                    unsafe { self.dev.map_phys(phys(state.pfn()), PAGE_SIZE, class.into()) }.ok()
+                    unsafe {
+                        self.dev
+                            .map_phys(phys(state.pfn()), PAGE_SIZE, class.into())
+                    }
+                    .ok()
                 }
                 // SAFETY: The word is mapped, so it holds a live page (the type invariants); the
                 // helper returns the address of a page it mapped already.
@@ -522,13 +548,19 @@ impl HmmDmaMap {
         let dev = self.dev.clone();
         let mut cache = P2pCache::new(dev.pci());
         let p2p = any_p2p(faulted).then_some(&mut cache);
-        match self.backend {
-            Backend::Kernel => self.commit_kernel(first, faulted, want_write, p2p, &mut done)?,
-            Backend::None => self.commit_unmapped(first, faulted),
-            Backend::Rust | Backend::Legacy => {
-                self.commit_own(first, faulted, want_write, links, p2p, &mut done)?
+        let result = match self.backend {
+            Backend::Kernel => self.commit_kernel(first, faulted, want_write, p2p, &mut done),
+            Backend::None => {
+                self.commit_unmapped(first, faulted);
+                Ok(())
             }
-        }
+            Backend::Rust | Backend::Legacy => {
+                self.commit_own(first, faulted, want_write, links, p2p, &mut done)
+            }
+        };
+        // What was mapped before a failure stays mapped, and counts.
+        self.publish_pages();
+        result?;
         let floor = self.backend == Backend::None;
         done.valid = self.states()[first..end]
             .iter()
@@ -633,7 +665,6 @@ impl HmmDmaMap {
         ops.counters.pages_unmapped += mapped.rolled_back as u64;
         done.mapped += mapped.pages - mapped.rolled_back.min(mapped.pages);
         let flush = matches!(ops.sink, Sink::Map(_)) && dropped + mapped.rolled_back > 0;
-        drop(ops);
         if flush {
             self.dev.flush_lazy();
         }
@@ -722,6 +753,13 @@ impl HmmDmaMap {
     /// are unmapped whole. Pages the device may have written are marked dirty. `may_sleep` says
     /// whether a long walk may reschedule. Returns the number of pages unmapped.
     pub(crate) fn unmap(&mut self, first: usize, end: usize, may_sleep: bool) -> usize {
+        let n = self.unmap_pages(first, end, may_sleep);
+        self.publish_pages();
+        n
+    }
+
+    /// [`Self::unmap`], without the gauge.
+    fn unmap_pages(&mut self, first: usize, end: usize, may_sleep: bool) -> usize {
         let end = end.min(self.npages);
         if first >= end {
             return 0;
@@ -734,7 +772,6 @@ impl HmmDmaMap {
             // `dma_unmap_phys()` on a lazy domain leaves the IOTLB flush to a timer.
             let flush =
                 matches!(ops.sink, Sink::Map(_)) && ops.counters.unlink_calls != unlinks_before;
-            drop(ops);
             if flush {
                 self.dev.flush_lazy();
             }
@@ -790,5 +827,7 @@ impl Drop for HmmDmaMap {
     fn drop(&mut self) {
         // `dma_iova_free()` and `hmm_dma_map_free()` require that nothing is mapped any more.
         self.unmap_all();
+        gauges::IOVA_BYTES.sub(self.published_bytes.0);
+        gauges::BOOKKEEPING_BYTES.sub(self.published_bytes.1);
     }
 }

@@ -11,7 +11,8 @@
 //! IOMMU.
 //!
 //! Layout:
-//! - [`pfn_flags`], [`range`], [`link_plan`], [`pci_addr`]: pure logic, host-tested.
+//! - [`pfn_flags`], [`range`], [`link_plan`], [`pci_addr`]: pure logic, host-tested;
+//!   [`gauges`]: module-wide gauges.
 //! - [`hmm_dma_map`]: the mapping manager; [`p2p`]: peer memory; [`odp_umem`]: registrations.
 //! - [`device`], [`dma_copy`], [`uapi`]: the character device and its ABI.
 //! - [`dma_device`], [`edu`]: the DMA device and its lifetime.
@@ -32,6 +33,7 @@ mod device;
 mod dma_copy;
 mod dma_device;
 mod edu;
+mod gauges;
 mod hmm_dma_map;
 mod kapi;
 mod link_plan;

@@ -380,7 +380,8 @@ impl Grouping {
         else {
             return 0;
         };
-        let stale = |(old, &new): (&HmmPfn, &u64)| must_remap(*old, HmmPfn::from_raw(new), want_write);
+        let stale =
+            |(old, &new): (&HmmPfn, &u64)| must_remap(*old, HmmPfn::from_raw(new), want_write);
         // Rare: look before acting.
         if !batch.iter().zip(faulted).any(stale) {
             return 0;

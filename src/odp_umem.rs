@@ -49,6 +49,7 @@ use kernel::{
 
 use crate::{
     dma_device::DmaDevice,
+    gauges,
     hmm_dma_map::{
         elapsed_ns,
         Backend,
@@ -177,18 +178,26 @@ impl From<Revoked> for Error {
 }
 
 /// The mapping of a registration, or why there is none any more.
-enum MapSlot {
-    Live(HmmDmaMap),
-    Revoked(Revoked),
+struct MapSlot {
+    /// `None` once revoked.
+    map: Option<HmmDmaMap>,
+    /// Why, once revoked.
+    revoked: Revoked,
 }
 
 impl MapSlot {
     /// The live mapping; `ENOENT` once unregistered, `ENODEV` once the device went.
     fn live(&mut self) -> Result<&mut HmmDmaMap> {
-        match self {
-            Self::Live(map) => Ok(map),
-            Self::Revoked(why) => Err((*why).into()),
+        self.map.as_mut().ok_or(self.revoked.into())
+    }
+
+    /// Takes the mapping out, if it is still there, for the reason `why`.
+    fn revoke(&mut self, why: Revoked) -> Option<HmmDmaMap> {
+        let map = self.map.take();
+        if map.is_some() {
+            self.revoked = why;
         }
+        map
     }
 }
 
@@ -278,7 +287,10 @@ impl OdpUmem {
             try_pin_init!(UmemState {
                 inner <- new_mutex!(
                     Inner {
-                        map: MapSlot::Live(map),
+                        map: MapSlot {
+                            map: Some(map),
+                            revoked: Revoked::Unregistered,
+                        },
                         counters: UmemCounters::default(),
                     },
                     "UmemState::inner"
@@ -295,6 +307,7 @@ impl OdpUmem {
             },
             GFP_KERNEL,
         )?;
+        gauges::REGISTRATIONS.add(1);
         lockdep_prime_reclaim(&umem.state().inner);
         umem.dev.add_user(umem.clone())?;
         Ok(umem)
@@ -535,7 +548,7 @@ impl OdpUmem {
             umem: inner.counters,
             ..Default::default()
         };
-        if let MapSlot::Live(mut map) = core::mem::replace(&mut inner.map, MapSlot::Revoked(why)) {
+        if let Some(mut map) = inner.map.revoke(why) {
             // Under the lock: until the pages are unmapped, an invalidation must still wait for
             // them (once the slot is revoked it finds nothing to do).
             map.unmap_all();
@@ -543,6 +556,12 @@ impl OdpUmem {
             drop(map);
         }
         stats
+    }
+}
+
+impl Drop for OdpUmem {
+    fn drop(&mut self) {
+        gauges::REGISTRATIONS.sub(1);
     }
 }
 

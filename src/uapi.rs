@@ -7,6 +7,7 @@
 //! `enum odp_shim_ioctl`, so the module cannot drift from the header.
 
 use kernel::{
+    bindings, ioctl,
     prelude::*,
     transmute::{
         AsBytes,
@@ -56,14 +57,18 @@ pub(crate) const IOC_DMA: u32 = odp::odp_shim_ioctl_ODP_SHIM_IOC_DMA;
 /// # Safety
 ///
 /// Implementors are `#[repr(C)]` structures of `__u32` and `__u64` fields without padding, whose
-/// first field is the `__u32 version`: every bit pattern is a valid value.
-pub(crate) unsafe trait Arg: FromBytes + AsBytes + Sized {
+/// first field is the `__u32 version`: every bit pattern is a valid value, and `Default` is all
+/// zeroes.
+pub(crate) unsafe trait Arg: FromBytes + AsBytes + Default + Sized {
+    /// The structure's size in ABI version 1: the smallest a caller may pass.
+    const MIN_SIZE: usize = size_of::<Self>();
+
     /// The `version` field.
     fn version(&self) -> u32;
 }
 
 macro_rules! impl_arg {
-    ($($t:ty),* $(,)?) => {$(
+    ($($t:ty $(= $min:expr)?),* $(,)?) => {$(
         // SAFETY: The uAPI header defines the structure with `__u32`/`__u64` fields only and no
         // padding (its layout rules), so every bit pattern is valid and no byte is uninitialised.
         unsafe impl FromBytes for $t {}
@@ -71,6 +76,7 @@ macro_rules! impl_arg {
         unsafe impl AsBytes for $t {}
         // SAFETY: As above; `version` is the first field of every argument structure.
         unsafe impl Arg for $t {
+            $(const MIN_SIZE: usize = $min;)?
             fn version(&self) -> u32 {
                 self.version
             }
@@ -78,21 +84,65 @@ macro_rules! impl_arg {
     )*};
 }
 
-impl_arg!(Info, Register, Unregister, Fault, Snapshot, Stats, Dma);
+impl_arg!(
+    // CAST: The header's size constants are small.
+    Info = odp::ODP_HMM_INFO_SIZE_V1 as usize,
+    Register,
+    Unregister,
+    Fault,
+    Snapshot,
+    Stats,
+    Dma,
+);
 
 // SAFETY: `struct odp_hmm_page` is `__u64` then two `__u32`: no padding, any bit pattern valid.
 unsafe impl AsBytes for Page {}
 
-/// Reads the argument of an ioctl and checks its version (`EPROTONOSUPPORT` if unknown).
-pub(crate) fn read_arg<T: Arg>(arg: UserPtr) -> Result<T> {
-    let value = UserSlice::new(arg, size_of::<T>()).reader().read::<T>()?;
-    if value.version() != ABI_VERSION {
-        return Err(EPROTONOSUPPORT);
-    }
-    Ok(value)
+/// An ioctl command with its size field cleared: it names the call whatever the size of the
+/// caller's structure.
+pub(crate) const fn without_size(cmd: u32) -> u32 {
+    cmd & !(((1 << bindings::_IOC_SIZEBITS) - 1) << bindings::_IOC_SIZESHIFT)
 }
 
-/// Writes the (output) argument of an ioctl back.
-pub(crate) fn write_arg<T: Arg>(arg: UserPtr, value: &T) -> Result {
-    UserSlice::new(arg, size_of::<T>()).writer().write(value)
+/// The argument of an ioctl: where it is, and how many bytes of it the caller has (the size in
+/// the ioctl number).
+#[derive(Clone, Copy)]
+pub(crate) struct ArgPtr {
+    ptr: UserPtr,
+    size: usize,
+}
+
+impl ArgPtr {
+    /// The argument of ioctl `cmd` at user address `arg`.
+    pub(crate) fn new(cmd: u32, arg: usize) -> Self {
+        Self {
+            ptr: UserPtr::from_addr(arg),
+            size: ioctl::_IOC_SIZE(cmd),
+        }
+    }
+
+    /// Reads the argument and checks its size (`ENOTTY` if the module knows no such size: the
+    /// call is not one it knows) and its version (`EPROTONOSUPPORT` if 0 or newer than the
+    /// module's). Fields beyond the caller's size read as 0.
+    pub(crate) fn read<T: Arg>(self) -> Result<T> {
+        if self.size < T::MIN_SIZE || self.size > size_of::<T>() {
+            return Err(ENOTTY);
+        }
+        let mut value = T::default();
+        UserSlice::new(self.ptr, self.size)
+            .reader()
+            .read_slice(&mut value.as_bytes_mut()[..self.size])?;
+        if value.version() == 0 || value.version() > ABI_VERSION {
+            return Err(EPROTONOSUPPORT);
+        }
+        Ok(value)
+    }
+
+    /// Writes the (output) argument back: as many bytes as the caller has.
+    pub(crate) fn write<T: Arg>(self, value: &T) -> Result {
+        let size = self.size.min(size_of::<T>());
+        UserSlice::new(self.ptr, size)
+            .writer()
+            .write_slice(&value.as_bytes()[..size])
+    }
 }

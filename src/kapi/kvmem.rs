@@ -25,7 +25,14 @@ use kernel::{
     transmute::FromBytes, //
 };
 
-use crate::bindings as odp;
+use crate::{
+    bindings as odp,
+    pfn_flags::HmmPfn, //
+};
+
+// SAFETY: `HmmPfn` is a `#[repr(transparent)]` `u64`, and every `u64` is a state word (its type
+// invariants): any bit pattern, all-zero included, is valid.
+unsafe impl FromBytes for HmmPfn {}
 
 /// A zeroed array of `len` values of `T` from `kvcalloc()`, freed on drop.
 ///

@@ -7,14 +7,24 @@
  * Rules every structure here keeps:
  *   - only __u32 and __u64 fields, naturally aligned, no implicit padding, so
  *     32-bit and 64-bit callers share one layout;
- *   - the first field is @version, which must be ODP_HMM_ABI_VERSION;
- *     a later ABI grows a structure at its end and bumps the version;
+ *   - the first field is @version: the ABI version the caller was built
+ *     against, 1 up to ODP_HMM_ABI_VERSION;
+ *   - a later ABI grows a structure at its end only, and bumps the version.
+ *     The size is part of the ioctl number, and the module takes any size
+ *     from the structure's first version to its current one: fields beyond
+ *     the caller's size are neither read nor written, so a program built
+ *     against an older header keeps working unchanged;
  *   - every flags field rejects unknown bits, every reserved field must be 0.
  *
+ * Version history:
+ *   1  the first ABI
+ *   2  struct odp_hmm_info grows the module-wide live_* gauges
+ *
  * Errors (as -1 and errno):
+ *   ENOTTY      unknown ioctl, or an argument size the module does not know
  *   EINVAL      malformed argument: unaligned address, zero or unaligned
  *               length, unknown flag bits, reserved field not zero
- *   EPROTONOSUPPORT  @version is not ODP_HMM_ABI_VERSION
+ *   EPROTONOSUPPORT  @version is 0 or newer than ODP_HMM_ABI_VERSION
  *   EOVERFLOW   address + length wraps or leaves the user address space
  *   EFAULT      the range is not (fully) backed by a mapping, or a user
  *               pointer cannot be accessed
@@ -51,7 +61,6 @@
  *               bus mastering is turned off before the call returns
  *   EIO         the copy engine is disabled after such a timeout (rebind the
  *               device to get it back), or a mapping call failed
- *   ENOTTY      unknown ioctl
  */
 #ifndef _UAPI_LINUX_ODP_HMM_H
 #define _UAPI_LINUX_ODP_HMM_H
@@ -60,7 +69,7 @@
 #include <linux/types.h>
 
 #define ODP_HMM_DEVICE_PATH		"/dev/odp_hmm"
-#define ODP_HMM_ABI_VERSION		1
+#define ODP_HMM_ABI_VERSION		2
 
 /* Largest snapshot (pages) and device copy (bytes) one ioctl accepts. */
 #define ODP_HMM_SNAPSHOT_MAX_PAGES	(1U << 20)
@@ -103,6 +112,13 @@
  * @backend:	out: default backend (ODP_HMM_BACKEND_*)
  * @page_size:	out: PAGE_SIZE of the kernel
  * @dma_mask:	out: the device's streaming DMA mask
+ * @live_registrations: out (version 2): registrations alive now, in every
+ *		open file of every process
+ * @live_pages_mapped: out (version 2): pages the device can reach now,
+ *		in every registration
+ * @live_iova_bytes: out (version 2): IOVA space reserved now
+ * @live_bookkeeping_bytes: out (version 2): kernel memory held now for
+ *		per-page state
  */
 struct odp_hmm_info {
 	__u32 version;
@@ -116,7 +132,14 @@ struct odp_hmm_info {
 	__u32 backend;
 	__u32 page_size;
 	__u64 dma_mask;
+	__u64 live_registrations;
+	__u64 live_pages_mapped;
+	__u64 live_iova_bytes;
+	__u64 live_bookkeeping_bytes;
 };
+
+/* The size of struct odp_hmm_info in ABI version 1 (up to @dma_mask). */
+#define ODP_HMM_INFO_SIZE_V1		48
 
 /* struct odp_hmm_register::flags */
 #define ODP_HMM_ACCESS_READ		(1U << 0) /* device may read (required) */
