@@ -92,7 +92,7 @@ EPYC="EPYC,-fxsr-opt,-misalignsse,-osvw,-topoext,-nrip-save,-xsavec"
 case "$iommu" in
 intel-cm) iommu_dev="-device intel-iommu,intremap=on,caching-mode=on" iommu_cmdline="intel_iommu=on" ;;
 intel) iommu_dev="-device intel-iommu,intremap=on,caching-mode=off" iommu_cmdline="intel_iommu=on" ;;
-amd) iommu_dev="-device amd-iommu,intremap=on" iommu_cmdline="amd_iommu=pgtbl_v1" ;;
+amd) iommu_dev="-device amd-iommu,intremap=on,pt=off" iommu_cmdline="amd_iommu=pgtbl_v1" ;;
 virtio) iommu_dev="-device virtio-iommu-pci" iommu_cmdline="" ;;
 *) die "unknown IOMMU model '$iommu' (intel-cm, intel, amd, virtio)" ;;
 esac

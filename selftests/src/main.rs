@@ -4,38 +4,53 @@
 //! (scripts/vm-run.sh), and print KTAP: one `ok N name` / `not ok N name` line per test and a
 //! closing `N passed, N failed` line. The exit code is non-zero if any test failed.
 //!
-//! Usage: odp_hmm_selftests [GROUP...] [-k SUBSTRING]
-//!   GROUP: foundation, odp (default: both), p2p-host-bridge, p2p-bus, p2p-refused,
-//!   dma-device-param (each in its VM topology and module arguments, see scripts/test.sh)
+//! Usage: odp_hmm_selftests [GROUP...] [-k SUBSTRING]...  (a test runs if its name contains any)
+//!   GROUP: foundation, odp (default: both), lazy, robustness, p2p-host-bridge, p2p-bus,
+//!   p2p-refused, dma-device-param, dma-device-remove (each in its VM topology and module
+//!   arguments, see scripts/test.sh)
 
 mod foundation;
 mod ktap;
+mod limits;
 mod odp;
 mod p2p;
+mod robustness;
+mod sharing;
+mod units;
 mod util;
 
 use ktap::Test;
 
 /// The groups, by name.
-fn group(name: &str) -> Option<&'static [&'static Test]> {
-    match name {
-        "foundation" => Some(foundation::TESTS),
-        "dma-device-param" => Some(foundation::DMA_DEVICE_PARAM),
-        "odp" => Some(odp::TESTS),
-        "p2p-host-bridge" => Some(p2p::HOST_BRIDGE),
-        "p2p-bus" => Some(p2p::BUS),
-        "p2p-refused" => Some(p2p::REFUSED),
-        _ => None,
-    }
+fn group(name: &str) -> Option<Vec<&'static Test>> {
+    let parts: &[&[&'static Test]] = match name {
+        "foundation" => &[foundation::TESTS],
+        "dma-device-param" => &[foundation::DMA_DEVICE_PARAM],
+        "dma-device-remove" => &[robustness::DMA_DEVICE_REMOVE],
+        "odp" => &[
+            odp::TESTS,
+            units::TESTS,
+            sharing::TESTS,
+            limits::TESTS,
+            robustness::ODP,
+        ],
+        "lazy" => &[units::LAZY],
+        "robustness" => &[robustness::TESTS],
+        "p2p-host-bridge" => &[p2p::HOST_BRIDGE],
+        "p2p-bus" => &[p2p::BUS],
+        "p2p-refused" => &[p2p::REFUSED],
+        _ => return None,
+    };
+    Some(parts.iter().flat_map(|p| p.iter().copied()).collect())
 }
 
 fn main() {
     let mut groups = Vec::new();
-    let mut filter = None;
+    let mut filters = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "-k" {
-            filter = args.next();
+            filters.extend(args.next());
         } else {
             groups.push(arg);
         }
@@ -50,8 +65,9 @@ fn main() {
             std::process::exit(2);
         };
         tests.extend(
-            g.iter()
-                .filter(|t| filter.as_deref().is_none_or(|f| t.name.contains(f))),
+            g.into_iter().filter(|t| {
+                filters.is_empty() || filters.iter().any(|f| t.name.contains(f.as_str()))
+            }),
         );
     }
     let failed = ktap::run(&groups.join("+"), &tests);

@@ -724,15 +724,6 @@ fn device_copy_memfd() -> TestResult {
     Ok(())
 }
 
-fn thp_enabled() -> bool {
-    let path = "/sys/kernel/mm/transparent_hugepage/enabled";
-    let cur = fs::read_to_string(path).unwrap_or_default();
-    if cur.contains("[always]") || cur.contains("[madvise]") {
-        return true;
-    }
-    fs::write(path, "madvise").is_ok()
-}
-
 fn device_copy_thp() -> TestResult {
     if !thp_enabled() {
         skip!("transparent huge pages are not available");
@@ -1015,83 +1006,83 @@ fn invalidate_fork_cow() -> TestResult {
     Ok(())
 }
 
-fn raw_iova_after_invalidation() -> TestResult {
+pub(crate) fn raw_iova_after_invalidation() -> TestResult {
     let dev = Device::open()?;
     let info = dev.info()?;
-    let mut src = Mapping::anon(2 * ps())?;
-    src.fill_page(0, 0x5a);
-    src.fill_page(1, 0x3c);
-    let mut out = Mapping::anon(ps())?;
-    out.bytes_mut().fill(0);
+    let mut src = Mapping::anon(ps())?;
+    mark_page(src.bytes_mut(), 0x5a, 0);
     let reg = dev.register(src.addr(), src.len() as u64, RW, 0)?;
-    let out_reg = dev.register(out.addr(), out.len() as u64, RW, 0)?;
-    let raw = |iova: u64| {
-        dev.dma(&odp_hmm_dma {
+    if info.flags & ODP_HMM_INFO_DEBUG_RAW_DMA == 0 {
+        let raw = odp_hmm_dma {
             flags: ODP_HMM_DMA_SRC_RAW_IOVA | ODP_HMM_DMA_DST_DEVBUF,
-            src_addr: iova,
-            dst_addr: 0,
+            src_addr: reg.iova_base,
             length: ps() as u64,
             ..Default::default()
-        })
-    };
-    if info.flags & ODP_HMM_INFO_DEBUG_RAW_DMA == 0 {
+        };
         expect_errno(
-            raw(reg.iova_base),
+            dev.dma(&raw),
             libc::EPERM,
             "raw IOVA read without debug_raw_dma",
         )?;
         skip!("the module was loaded without debug_raw_dma=1");
     }
-    if reg.dma_mode != ODP_HMM_DMA_MODE_IOVA {
-        skip!("no IOVA window (no translating IOMMU): nothing to prove");
+    if !translates(&info) {
+        skip!(
+            "the DMA device's domain is {}: a DMA address is a physical address, nothing to prove",
+            domain_name(info.domain_type)
+        );
     }
-    dev.fault(reg.handle, src.addr(), ps() as u64, 0)?;
-    let iova = dev.snapshot(reg.handle, src.addr(), 1)?[0].dma_addr;
-    check_eq!(iova, reg.iova_base, "IOVA of page 0");
-    let buffer_to_out = || {
-        dev.dma(&odp_hmm_dma {
-            flags: ODP_HMM_DMA_SRC_DEVBUF,
-            src_addr: 0,
-            dst_handle: out_reg.handle,
-            dst_addr: out.addr(),
-            length: ps() as u64,
-            ..Default::default()
-        })
-    };
-    // While linked, a raw read of the IOVA returns the page.
-    raw(iova)?;
-    buffer_to_out()?;
-    check!(
-        out.bytes() == &src.bytes()[..ps()],
-        "raw read of a linked IOVA"
+    let model = IommuModel::of(&info.pci_address());
+    println!(
+        "# {model}, {} domain, {} backend, {} mode",
+        domain_name(info.domain_type),
+        backend_name(reg.backend),
+        dma_mode_name(reg.dma_mode)
     );
-    // Unmap the page; put other bytes (page 1's) in the device buffer.
-    let old = src.bytes()[..ps()].to_vec();
+    let probe = RawProbe::new(&dev)?;
+    dev.fault(reg.handle, src.addr(), ps() as u64, 0)?;
+    // The page's DMA address while it is mapped: its IOVA in the registration's window, or the
+    // address dma_map_phys() gave it (freed by the unmap, and not handed out again before the
+    // read below: everything else the test maps is mapped already).
+    let dma_addr = dev.snapshot(reg.handle, src.addr(), 1)?[0].dma_addr;
+    if reg.dma_mode == ODP_HMM_DMA_MODE_IOVA {
+        check_eq!(dma_addr, reg.iova_base, "IOVA of page 0");
+    }
+    check!(dma_addr != 0, "page 0 mapped without a DMA address");
+    // While mapped, a raw read of the address returns the page (and leaves the translation in
+    // the IOMMU's IOTLB, where a missing flush would keep it).
+    probe.raw(dma_addr, 0, ps())?;
+    check!(
+        probe.buffer()? == src.bytes(),
+        "raw read of a mapped DMA address"
+    );
+    let old = src.bytes().to_vec();
     src.unmap_part(0, ps())?;
     check_eq!(
         dev.snapshot(reg.handle, src.addr(), 1)?[0].flags,
         0,
         "page 0 after munmap"
     );
-    dev.dma(&odp_hmm_dma {
-        flags: ODP_HMM_DMA_DST_DEVBUF,
-        src_handle: reg.handle,
-        src_addr: src.addr() + ps() as u64,
-        dst_addr: 0,
-        length: ps() as u64,
-        ..Default::default()
-    })?;
-    // The stale IOVA must fault in the IOMMU, not return the old bytes.
-    let (read, faulted) = expecting_iommu_fault(iova, || raw(iova));
+    probe.fill_sentinel()?;
+    // The stale address must fault in the IOMMU, not return the old bytes.
+    let (read, log) = expecting_iommu_fault(&model, dma_addr, || probe.raw(dma_addr, 0, ps()));
     read?;
     check!(
-        faulted,
-        "no IOMMU fault was logged for the unlinked IOVA {iova:#x}"
+        log != FaultLog::Missing,
+        "{model}: no IOMMU fault was logged for the unmapped DMA address {dma_addr:#x}"
     );
-    buffer_to_out()?;
+    let got = probe.buffer()?;
     check!(
-        out.bytes() != &old[..],
-        "the device read the old page through an unlinked IOVA"
+        got != old,
+        "the device read the old page through an unmapped DMA address"
+    );
+    println!(
+        "# the read of {dma_addr:#x} after the unmap: {}, {}",
+        match log {
+            FaultLog::Reported => "IOMMU fault reported",
+            _ => "no fault report",
+        },
+        describe_refused_read(&got, probe.sentinel())
     );
     Ok(())
 }
@@ -1150,38 +1141,6 @@ fn process_mrelease_reaps_registration() -> TestResult {
         "in {MRELEASE_TRIES} tries the child's exit always came before process_mrelease() reaped it"
     )
     .into())
-}
-
-/// A forked child, killed and waited for on drop unless [`Child::wait`] already did.
-struct Child(Option<i32>);
-
-impl Child {
-    /// Waits for the child; returns its exit code (128 + signal if killed).
-    fn wait(&mut self) -> std::io::Result<i32> {
-        match self.0.take() {
-            Some(pid) => wait_child(pid),
-            None => Ok(-1),
-        }
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            // SAFETY: `kill` takes no pointers; `pid` is our child, not yet waited for.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = self.wait();
-        }
-    }
-}
-
-/// A raw system call's result: its value, or the error `errno` holds.
-fn syscall_result(ret: libc::c_long) -> std::io::Result<i32> {
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // CAST: The calls used here return a descriptor or 0.
-    Ok(ret as i32)
 }
 
 /// In a child: maps [`REAPED_PAGES`], registers and faults them, writes its device descriptor and

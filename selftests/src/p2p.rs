@@ -13,15 +13,7 @@
 //! module's own classification (the kernel does not export `__pci_p2pdma_update_state()`), the
 //! kernel backend the kernel's `pci_p2pdma_state()` inside `hmm_dma_map_pfn()`. They must agree.
 
-use std::{
-    fs,
-    io::{
-        Read,
-        Seek,
-        SeekFrom, //
-    },
-    os::fd::AsRawFd,
-};
+use std::{fs, os::fd::AsRawFd};
 
 use odp_hmm_uapi::*;
 
@@ -82,6 +74,10 @@ pub const REFUSED: &[&Test] = &[
         name: "p2p_refused_mixed_registration",
         run: || mixed(Kind::Refused),
     },
+    &Test {
+        name: "p2p_refused_device_copy_eremoteio",
+        run: refused_copy,
+    },
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -110,17 +106,6 @@ fn provider() -> Result<String, Outcome> {
         }
     }
     skip!("no PCI device publishes p2pmem (run in a p2p-* topology)")
-}
-
-/// The page frame number of the page mapped at `addr` (/proc/self/pagemap; root only).
-fn pfn_of(addr: u64) -> Result<u64, Outcome> {
-    let mut f = fs::File::open("/proc/self/pagemap")?;
-    f.seek(SeekFrom::Start(addr / page_size() as u64 * 8))?;
-    let mut entry = [0u8; 8];
-    f.read_exact(&mut entry)?;
-    let entry = u64::from_le_bytes(entry);
-    check!(entry & (1 << 63) != 0, "page at {addr:#x} not present");
-    Ok(entry & ((1 << 55) - 1))
 }
 
 /// Maps `NPAGES` of p2pmem at `at` (or anywhere), and finds its BAR.
@@ -384,6 +369,44 @@ fn invalidate(kind: Kind) -> TestResult {
             "{name}: snapshot after munmap: {snap:?}"
         );
         mem.map.forget();
+        dev.unregister(reg.handle)?;
+    }
+    Ok(())
+}
+
+/// A device copy from or to peer memory the device cannot reach fails with `EREMOTEIO` (not
+/// `EBUSY` after retries) and moves nothing; copies between memory pages still work.
+fn refused_copy() -> TestResult {
+    let ps = page_size();
+    let mut m = Mapping::anon(2 * NPAGES * ps)?;
+    for i in 0..NPAGES {
+        m.fill_page(i, 0x50 + i as u8);
+    }
+    let mut peer = p2pmem(Some(m.addr() + (NPAGES * ps) as u64))?;
+    peer.map.fill_page(0, 0xd4);
+    std::mem::forget(peer.map);
+    let dev = Device::open()?;
+    for backend in [ODP_HMM_BACKEND_RUST, ODP_HMM_BACKEND_KERNEL] {
+        let name = backend_name(backend);
+        let reg = dev.register(m.addr(), m.len() as u64, RW, backend)?;
+        let before = m.bytes().to_vec();
+        let peer_page = NPAGES * ps;
+        expect_errno(
+            copy_in(&dev, &m, &reg, peer_page, ps, ps),
+            libc::EREMOTEIO,
+            &format!("{name}: device copy from unreachable peer memory"),
+        )?;
+        expect_errno(
+            copy_in(&dev, &m, &reg, 2 * ps, peer_page + ps, ps),
+            libc::EREMOTEIO,
+            &format!("{name}: device copy to unreachable peer memory"),
+        )?;
+        check!(
+            m.bytes() == &before[..],
+            "{name}: a refused copy changed memory"
+        );
+        copy_and_check(&dev, &m, &reg, 0, 3)
+            .map_err(|e| Outcome::Fail(format!("{name}: {e:?}")))?;
         dev.unregister(reg.handle)?;
     }
     Ok(())
