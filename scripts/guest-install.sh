@@ -186,10 +186,18 @@ install_deb() {
 	echo "not a member: $(id daemon)"
 	echo "$out"
 
-	# Removal: modprobe -r, then the purge takes the DKMS tree, the module and the files away.
-	modprobe -r odp_hmm
+	# The selftests run next against the module as loaded here (vm-run.sh --modprobe), then
+	# `purge_deb` (the teardown) removes everything.
+}
+
+# After the selftests: modprobe -r, then the purge takes the DKMS tree, the module and the files
+# away.
+purge_deb() {
+	if loaded; then
+		modprobe -r odp_hmm
+	fi
 	! loaded && [ ! -e /dev/odp_hmm ] || die "modprobe -r left odp_hmm loaded"
-	rm /etc/modprobe.d/odp-hmm-test.conf
+	rm -f /etc/modprobe.d/odp-hmm-test.conf
 	echo "# dpkg --purge odp-hmm-dkms"
 	DEBIAN_FRONTEND=noninteractive dpkg --purge odp-hmm-dkms
 	local left
@@ -206,5 +214,6 @@ case "${1:-}" in
 dkms) install_dkms ;;
 dkms-remove) remove_dkms ;;
 deb) install_deb "${2:?usage: guest-install.sh deb DEB}" ;;
-*) die "usage: guest-install.sh dkms | dkms-remove | deb DEB" ;;
+deb-purge) purge_deb ;;
+*) die "usage: guest-install.sh dkms | dkms-remove | deb DEB | deb-purge" ;;
 esac
