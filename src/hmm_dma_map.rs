@@ -43,6 +43,7 @@ use crate::{
             DmaDev,
             IovaWindow, //
         },
+        hmm::HmmPage,
         kernel_hmm_dma::{
             KernelHmmDmaMap,
             P2pState, //
@@ -498,7 +499,9 @@ impl HmmDmaMap {
         let state = self.state(idx);
         let dma_addr = match state.map_kind() {
             None => None,
-            Some(MapKind::P2pBus) => p2p.bus_address(state.pfn()),
+            // SAFETY: The word is `DMA_MAPPED`: its page stays mapped until its invalidation,
+            // which waits for the update lock we run under (the type invariants).
+            Some(MapKind::P2pBus) => p2p.bus_address(unsafe { HmmPage::new(state.pfn()) }),
             Some(kind) => match &mut self.store {
                 // CAST: A page index fits `u64`.
                 Store::Iova { window, .. } => Some(window.base() + bytes(idx) as u64),
@@ -632,7 +635,9 @@ impl HmmDmaMap {
                 if !new.is_valid() || new.is_error() || old.is_dma_mapped() {
                     continue;
                 }
-                match p2p.classify(new.pfn()) {
+                // SAFETY: A valid word of this batch, which the caller checked under the update
+                // lock (see `commit`).
+                match p2p.classify(unsafe { HmmPage::new(new.pfn()) }) {
                     P2pClass::BusAddr => {
                         let writable = want_write && new.is_writable();
                         *old = HmmPfn::new_valid(new.pfn(), writable, 0).mapped(MapKind::P2pBus, 0);
@@ -654,7 +659,9 @@ impl HmmDmaMap {
             if !new.is_valid() || new.is_error() {
                 return None;
             }
-            let kind = match p2p.as_mut().map(|p| p.classify(new.pfn())) {
+            // SAFETY: As above.
+            let page = unsafe { HmmPage::new(new.pfn()) };
+            let kind = match p2p.as_mut().map(|p| p.classify(page)) {
                 None | Some(P2pClass::Memory) => MapKind::Memory,
                 Some(P2pClass::HostBridge) => MapKind::P2pHostBridge,
                 Some(P2pClass::BusAddr | P2pClass::NotSupported) => return None,
@@ -717,9 +724,10 @@ impl HmmDmaMap {
                 map.set_word(idx, HmmPfn::EMPTY);
                 // The kernel helper refuses a peer page it cannot reach with a bare mapping
                 // error: report it as such, not as an I/O error.
-                let class = p2p
-                    .as_mut()
-                    .map_or(P2pClass::Memory, |p| p.classify(new.pfn()));
+                // SAFETY: A valid word of this batch, which the caller checked under the update
+                // lock (see `commit`).
+                let page = unsafe { HmmPage::new(new.pfn()) };
+                let class = p2p.as_mut().map_or(P2pClass::Memory, |p| p.classify(page));
                 if class != P2pClass::Memory {
                     self.counters.p2p_refused_pages += 1;
                     done.refused += 1;

@@ -36,9 +36,12 @@
 
 use kernel::pci;
 
-use crate::kapi::p2pdma;
 #[cfg(not(odp_native_p2pdma_state))]
 use crate::kapi::p2pdma::Provider;
+use crate::kapi::{
+    hmm::HmmPage,
+    p2pdma, //
+};
 
 /// How the DMA device reaches a page (`enum pci_p2pdma_map_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,9 +70,9 @@ impl<'a> P2pCache<'a> {
         Self { client, last: None }
     }
 
-    /// How the DMA device reaches page frame `pfn`, and the bus offset of a peer page.
-    fn lookup(&mut self, pfn: u64) -> (P2pClass, u64) {
-        let Some(key) = p2pdma::p2p_pgmap(pfn) else {
+    /// How the DMA device reaches `page`, and the bus offset of a peer page.
+    fn lookup(&mut self, page: HmmPage) -> (P2pClass, u64) {
+        let Some(key) = p2pdma::p2p_pgmap(page) else {
             return (P2pClass::Memory, 0);
         };
         if let Some((k, class, offset)) = self.last {
@@ -77,41 +80,41 @@ impl<'a> P2pCache<'a> {
                 return (class, offset);
             }
         }
-        let (class, offset) = classify_provider(self.client, pfn);
+        let (class, offset) = classify_provider(self.client, page);
         self.last = Some((key, class, offset));
         (class, offset)
     }
 
-    /// How the DMA device reaches page frame `pfn`.
-    pub(crate) fn classify(&mut self, pfn: u64) -> P2pClass {
-        self.lookup(pfn).0
+    /// How the DMA device reaches `page`.
+    pub(crate) fn classify(&mut self, page: HmmPage) -> P2pClass {
+        self.lookup(page).0
     }
 
-    /// The PCI bus address of peer page `pfn`, when the DMA device reaches it by bus address.
-    pub(crate) fn bus_address(&mut self, pfn: u64) -> Option<u64> {
-        match self.lookup(pfn) {
+    /// The PCI bus address of peer page `page`, when the DMA device reaches it by bus address.
+    pub(crate) fn bus_address(&mut self, page: HmmPage) -> Option<u64> {
+        match self.lookup(page) {
             (P2pClass::BusAddr, offset) => {
-                Some((pfn << kernel::page::PAGE_SHIFT).wrapping_add(offset))
+                Some((page.pfn() << kernel::page::PAGE_SHIFT).wrapping_add(offset))
             }
             _ => None,
         }
     }
 }
 
-/// The class and bus offset of the provider of peer page `pfn`, for `client`.
+/// The class and bus offset of the provider of peer page `page`, for `client`.
 #[cfg(not(odp_native_p2pdma_state))]
-fn classify_provider(client: &pci::Device, pfn: u64) -> (P2pClass, u64) {
-    match Provider::of(pfn) {
+fn classify_provider(client: &pci::Device, page: HmmPage) -> (P2pClass, u64) {
+    match Provider::of(page) {
         Some(provider) => (map_type(provider.device(), client), provider.bus_offset()),
         None => (P2pClass::NotSupported, 0),
     }
 }
 
-/// The class and bus offset of the provider of peer page `pfn`, for `client`, by the kernel.
+/// The class and bus offset of the provider of peer page `page`, for `client`, by the kernel.
 #[cfg(odp_native_p2pdma_state)]
-fn classify_provider(client: &pci::Device, pfn: u64) -> (P2pClass, u64) {
+fn classify_provider(client: &pci::Device, page: HmmPage) -> (P2pClass, u64) {
     let mut state = p2pdma::NativeState::new();
-    let (ty, bus_addr) = state.classify(client, pfn);
+    let (ty, bus_addr) = state.classify(client, page);
     let class = match ty {
         kernel::bindings::pci_p2pdma_map_type_PCI_P2PDMA_MAP_BUS_ADDR => P2pClass::BusAddr,
         kernel::bindings::pci_p2pdma_map_type_PCI_P2PDMA_MAP_THRU_HOST_BRIDGE => {

@@ -19,6 +19,31 @@ use crate::{
     },
 };
 
+/// A page frame that `hmm_range_fault()` reported valid and that stays mapped in the registered
+/// address space while this value is used: it has a `struct page`, which lives. The functions
+/// that look a page up by frame number take one, so that they cannot be handed any number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HmmPage(u64);
+
+impl HmmPage {
+    /// Wraps `pfn`.
+    ///
+    /// # Safety
+    ///
+    /// `pfn` is the frame of a page that `hmm_range_fault()` reported valid under a sequence
+    /// number checked under the update lock (held while the value is used), or of a state word
+    /// the mapping manager keeps `DMA_MAPPED` (the page stays mapped until its invalidation,
+    /// which takes the same lock).
+    pub(crate) unsafe fn new(pfn: u64) -> Self {
+        Self(pfn)
+    }
+
+    /// The page frame number.
+    pub(crate) fn pfn(self) -> u64 {
+        self.0
+    }
+}
+
 /// What to ask of each page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Request {

@@ -19,16 +19,17 @@ use crate::{
     bindings as odp,
     kapi::{
         dma::raw_device,
+        hmm::HmmPage,
         pci::raw_pci, //
     },
 };
 
-/// The pagemap of peer page `pfn` (one per provider BAR), as an opaque key; `None` for any
+/// The pagemap of peer page `page` (one per provider BAR), as an opaque key; `None` for any
 /// other page.
-pub(crate) fn p2p_pgmap(pfn: u64) -> Option<usize> {
+pub(crate) fn p2p_pgmap(page: HmmPage) -> Option<usize> {
     // CAST: PFNs are `unsigned long`, 64 bits wide here (see `kapi`).
-    // SAFETY: `pfn` came from `hmm_range_fault()` and has a `struct page`.
-    let pgmap = unsafe { odp::odp_shim_pfn_p2p_pgmap(pfn as usize) };
+    // SAFETY: `page` has a live `struct page` (its type's guarantee).
+    let pgmap = unsafe { odp::odp_shim_pfn_p2p_pgmap(page.pfn() as usize) };
     // CAST: Only compared, never dereferenced.
     (!pgmap.is_null()).then_some(pgmap as usize)
 }
@@ -53,12 +54,12 @@ pub(crate) struct Provider {
 
 #[cfg_attr(odp_native_p2pdma_state, allow(dead_code))]
 impl Provider {
-    /// The provider of peer page `pfn`; `None` if `pfn` is not PCI peer memory.
-    pub(crate) fn of(pfn: u64) -> Option<Self> {
+    /// The provider of peer page `page`; `None` if it is not PCI peer memory.
+    pub(crate) fn of(page: HmmPage) -> Option<Self> {
         let mut bus_offset = 0;
         // CAST: As in `p2p_pgmap`.
-        // SAFETY: `pfn` came from `hmm_range_fault()`; `bus_offset` is a valid destination.
-        let pdev = unsafe { odp::odp_shim_p2p_provider(pfn as usize, &mut bus_offset) };
+        // SAFETY: `page` has a live `struct page`; `bus_offset` is a valid destination.
+        let pdev = unsafe { odp::odp_shim_p2p_provider(page.pfn() as usize, &mut bus_offset) };
         // INVARIANT: The shim returns the device with a reference taken.
         NonNull::new(pdev).map(|pdev| Self { pdev, bus_offset })
     }
@@ -128,15 +129,20 @@ impl NativeState {
         Self(pin_init::zeroed())
     }
 
-    /// `PCI_P2PDMA_MAP_*` of peer page `pfn` for `client`, and its bus address if it is reached
-    /// by bus address.
-    pub(crate) fn classify(&mut self, client: &pci::Device, pfn: u64) -> (u32, u64) {
+    /// `PCI_P2PDMA_MAP_*` of peer page `page` for `client`, and its bus address if it is
+    /// reached by bus address.
+    pub(crate) fn classify(&mut self, client: &pci::Device, page: HmmPage) -> (u32, u64) {
         let client: &kernel::device::Device = client.as_ref();
         let mut bus_addr = 0;
         // CAST: As in `p2p_pgmap`.
-        // SAFETY: `pfn` is a peer page from `hmm_range_fault()`; `self.0` is this batch's cache.
+        // SAFETY: `page` is a live peer page; `self.0` is this batch's cache.
         let ty = unsafe {
-            odp::odp_shim_p2pdma_state(&mut self.0, raw_device(client), pfn as usize, &mut bus_addr)
+            odp::odp_shim_p2pdma_state(
+                &mut self.0,
+                raw_device(client),
+                page.pfn() as usize,
+                &mut bus_addr,
+            )
         };
         // CAST: The map types are small non-negative values.
         (ty as u32, bus_addr)
