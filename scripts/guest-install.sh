@@ -123,15 +123,29 @@ remove_dkms() {
 	echo "removed: no DKMS tree, sources or module left; modinfo finds no odp_hmm"
 }
 
+# Where dh-dkms's postinst looks for a prebuilt DKMS tarball (/usr/lib/dkms/common.postinst:
+# its TARBALL_ROOT, /usr/share/<package>).
+prebuilt_root=/usr/share/odp_hmm-dkms
+
 install_deb() {
-	local deb=$1 edu d gid out
+	local deb=$1 prebuilt=${2:-} edu d gid out
 	private_dirs
 	udevadm control --ping || die "udevd is not running in the guest"
 	# modprobe reads options from /etc/modprobe.d, for udev's loads too: this one must show.
 	echo "options odp_hmm backend=kernel" >/etc/modprobe.d/odp-hmm-test.conf
+	if [ -n "$prebuilt" ]; then
+		# The module as the host's DKMS built it from the same sources for this kernel
+		# (test-install.sh): the postinst loads it (dkms ldtarball) instead of compiling,
+		# which under TCG takes a quarter of an hour. It still runs dkms install.
+		mkdir -p "$prebuilt_root"
+		in_guest_memory "$prebuilt_root" || die "$prebuilt_root is not the guest's own copy"
+		cp "$prebuilt" "$prebuilt_root/odp_hmm-$version.dkms.tar.gz"
+		echo "# prebuilt: $(basename "$prebuilt") in $prebuilt_root"
+	fi
 
 	echo "# dpkg -i $(basename "$deb")"
-	# The postinst builds the module with DKMS; it hides the build's output, its make.log keeps it.
+	# The postinst builds (or loads) the module with DKMS and installs it; it hides the build's
+	# output, its make.log keeps it.
 	DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" ||
 		{ tail -n 40 /var/lib/dkms/odp_hmm/"$version"/build/make.log; die "dpkg -i failed"; }
 	dpkg -s odp-hmm-dkms | grep -E '^(Status|Version):'
@@ -198,6 +212,7 @@ purge_deb() {
 	fi
 	! loaded && [ ! -e /dev/odp_hmm ] || die "modprobe -r left odp_hmm loaded"
 	rm -f /etc/modprobe.d/odp-hmm-test.conf
+	rm -rf "$prebuilt_root"
 	echo "# dpkg --purge odp-hmm-dkms"
 	DEBIAN_FRONTEND=noninteractive dpkg --purge odp-hmm-dkms
 	local left
@@ -213,7 +228,7 @@ purge_deb() {
 case "${1:-}" in
 dkms) install_dkms ;;
 dkms-remove) remove_dkms ;;
-deb) install_deb "${2:?usage: guest-install.sh deb DEB}" ;;
+deb) install_deb "${2:?usage: guest-install.sh deb DEB [PREBUILT]}" "${3:-}" ;;
 deb-purge) purge_deb ;;
 *) die "usage: guest-install.sh dkms | dkms-remove | deb DEB | deb-purge" ;;
 esac

@@ -19,6 +19,7 @@
 mode=${1:?usage: test-install.sh dkms|deb}
 version=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' "$ODP_TOP/dkms.conf")
 kdir=$("$ODP_TOP/scripts/kernel.sh" dir test)
+krel=$(make -s -C "$kdir" kernelrelease)
 guest=(env ODP_HMM_CACHE="$ODP_CACHE" bash "$ODP_TOP/scripts/guest-install.sh")
 
 # The guest changed only its own copies (guest-install.sh says how): the host has no trace of
@@ -30,6 +31,24 @@ host_untouched() {
 	[ -z "$left" ] || die "the VM run left files on the host: $left"
 	! dpkg -s odp-hmm-dkms >/dev/null 2>&1 || die "the host's dpkg lists odp-hmm-dkms"
 	log "host untouched: no odp-hmm-dkms in its dpkg database, no DKMS tree, sources or module"
+}
+
+# The module built by the host's DKMS, in a private tree, from the sources the package ships, for
+# the test kernel, as a binaries-only DKMS tarball at $1: what the package's postinst loads in
+# the guest instead of compiling under TCG (ODP_HMM_GUEST_BUILD=1 makes the guest compile).
+prebuild() {
+	local tree
+	tree=$(mktemp -d /tmp/odp-prebuild.XXXXXX)
+	make -s -C "$ODP_TOP" dkms-src DESTDIR="$tree/root"
+	mkdir -p "$tree/dkms" "$tree/install"
+	local opts=(--dkmstree "$tree/dkms" --sourcetree "$tree/root/usr/src" --installtree "$tree/install")
+	dkms add -m odp_hmm -v "$version" "${opts[@]}" >/dev/null
+	dkms build -m odp_hmm -v "$version" -k "$krel" --kernelsourcedir "$kdir" "${opts[@]}" >/dev/null ||
+		{ tail -n 40 "$tree/dkms/odp_hmm/$version/build/make.log"; die "dkms build failed"; }
+	dkms mktarball -m odp_hmm -v "$version" -k "$krel" --binaries-only --archive "$1" \
+		"${opts[@]}" >/dev/null
+	rm -rf "$tree"
+	log "prebuilt $(basename "$1") for $krel"
 }
 
 host_untouched
@@ -46,9 +65,14 @@ deb)
 	"$ODP_TOP/scripts/deb.sh" "$out"
 	echo "# dpkg -c odp-hmm-dkms_${version}_all.deb"
 	dpkg -c "$out/odp-hmm-dkms_${version}_all.deb"
+	prebuilt=
+	if [ "${ODP_HMM_GUEST_BUILD:-0}" != 1 ]; then
+		prebuilt=$out/odp_hmm-$version.dkms.tar.gz
+		prebuild "$prebuilt"
+	fi
 	# The guest sees the host's /tmp (through its own overlay), so it reads the package there.
 	"$ODP_TOP/scripts/vm-run.sh" --modprobe \
-		--setup "$(printf '%q ' "${guest[@]}" deb "$out/odp-hmm-dkms_${version}_all.deb")" \
+		--setup "$(printf '%q ' "${guest[@]}" deb "$out/odp-hmm-dkms_${version}_all.deb" "$prebuilt")" \
 		--teardown "$(printf '%q ' "${guest[@]}" deb-purge)" \
 		-- "$ODP_TOP/target/release/odp_hmm_selftests" foundation
 	;;
