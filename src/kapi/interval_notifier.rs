@@ -265,6 +265,29 @@ impl<T: Invalidate> IntervalNotifier<T> {
         unsafe { &*kernel::container_of!(raw, Node<T>, raw) }
     }
 
+    /// The node and the invalidation a first-pass callback is called for.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::invalidate_callback`]: the mm's arguments, valid for `'a`.
+    unsafe fn callback_args<'a>(
+        sub: *mut bindings::mmu_interval_notifier,
+        range: *const bindings::mmu_notifier_range,
+        cur_seq: c_ulong,
+    ) -> (&'a Node<T>, Invalidation<'a>) {
+        // SAFETY: `sub` is the `raw` field of a `Node<T>`, which stays alive while it is inserted
+        // (it is removed, waiting for running callbacks and their second passes, before it is
+        // freed).
+        let node = unsafe { Self::node_of(sub) };
+        let inv = Invalidation {
+            sub,
+            // SAFETY: The mm passes a valid range for the duration of the callback.
+            range: unsafe { &*range },
+            cur_seq,
+        };
+        (node, inv)
+    }
+
     /// # Safety
     ///
     /// As [`Self::invalidate_callback`]; `finish` points to a `NULL` pointer the mm reads after.
@@ -274,15 +297,8 @@ impl<T: Invalidate> IntervalNotifier<T> {
         cur_seq: c_ulong,
         finish: *mut *mut bindings::mmu_interval_notifier_finish,
     ) -> bool {
-        // SAFETY: `sub` is the `raw` field of a `Node<T>`, alive while it is inserted (it is
-        // removed, waiting for running callbacks and their second passes, before it is freed).
-        let node = unsafe { Self::node_of(sub) };
-        let inv = Invalidation {
-            sub,
-            // SAFETY: The mm passes a valid range for the duration of the callback.
-            range: unsafe { &*range },
-            cur_seq,
-        };
+        // SAFETY: The mm's arguments (the caller's guarantee).
+        let (node, inv) = unsafe { Self::callback_args(sub, range, cur_seq) };
         match node.data.invalidate_start(&inv) {
             FirstPass::Done(done) => done,
             FirstPass::Finish => {
@@ -330,15 +346,8 @@ impl<T: Invalidate> IntervalNotifier<T> {
         range: *const bindings::mmu_notifier_range,
         cur_seq: c_ulong,
     ) -> bool {
-        // SAFETY: `sub` is the `raw` field of a `Node<T>`, which stays alive while it is inserted
-        // (it is removed, waiting for running callbacks, before it is freed).
-        let node = unsafe { Self::node_of(sub) };
-        let inv = Invalidation {
-            sub,
-            // SAFETY: The mm passes a valid range for the duration of the callback.
-            range: unsafe { &*range },
-            cur_seq,
-        };
+        // SAFETY: The mm's arguments (the caller's guarantee).
+        let (node, inv) = unsafe { Self::callback_args(sub, range, cur_seq) };
         node.data.invalidate(&inv)
     }
 }
