@@ -65,13 +65,30 @@ fn device_node_mode() -> TestResult {
         meta.file_type().is_char_device(),
         "{ODP_HMM_DEVICE_PATH} is not a character device"
     );
+    // The module's own default is 0600 root; the package's udev rule gives the node to the group
+    // odp, mode 0660 (udev/60-odp-hmm.rules), when it is installed.
+    let rule = "/usr/lib/udev/rules.d/60-odp-hmm.rules";
+    let (mode, gid) = if fs::metadata(rule).is_ok() {
+        let odp = fs::read_to_string("/etc/group")?
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.first() == Some(&"odp")).then(|| f.get(2).and_then(|g| g.parse::<u32>().ok()))
+            })
+            .flatten()
+            .ok_or(format!("{rule} is installed but there is no group odp"))?;
+        println!("# {rule} installed: expecting 0660 root:odp");
+        (0o660, odp)
+    } else {
+        (0o600, 0)
+    };
     check_eq!(
         meta.permissions().mode() & 0o7777,
-        0o600,
+        mode,
         "mode of {ODP_HMM_DEVICE_PATH}"
     );
     check_eq!(meta.uid(), 0, "owner of {ODP_HMM_DEVICE_PATH}");
-    check_eq!(meta.gid(), 0, "group of {ODP_HMM_DEVICE_PATH}");
+    check_eq!(meta.gid(), gid, "group of {ODP_HMM_DEVICE_PATH}");
     Ok(())
 }
 
