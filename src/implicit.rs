@@ -342,20 +342,29 @@ impl ImplicitUmem {
         Ok(())
     }
 
+    /// A call failed after it may have made a chunk that maps nothing (a fault or device access
+    /// of an unmapped address): the next call reaps the empty chunks.
+    pub(crate) fn call_failed(&self) {
+        self.maybe_empty.flag.store(true, Ordering::Relaxed);
+    }
+
     /// Faults `span` in and maps it, chunk by chunk (see [`OdpUmem::fault`]).
     pub(crate) fn fault(&self, span: PageSpan, request: Request) -> Result<Faulted> {
         if request == Request::Write && !self.writable {
             return Err(EPERM);
         }
         let mut done = Faulted::default();
-        self.for_each_piece(span, true, |umem, _, local| {
+        let faulted = self.for_each_piece(span, true, |umem, _, local| {
             let f = umem.ok_or(ENOENT)?.fault(local, request)?;
             done.mapped += f.mapped;
             done.valid += f.valid;
             done.refused += f.refused;
             Ok(())
-        })?;
-        Ok(done)
+        });
+        if faulted.is_err() {
+            self.call_failed();
+        }
+        faulted.map(|()| done)
     }
 
     /// [`Self::fault`] on the module's workqueue (see [`OdpUmem::prefetch_async`]).
