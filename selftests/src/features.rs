@@ -254,7 +254,7 @@ fn info_capability_bits() -> TestResult {
     // the 2 MiB folio at least; without one, none.
     if bit(ODP_HMM_INFO_IOVA) {
         let s = info.link_page_sizes;
-        for shift in [12, 13, 18, 21] {
+        for shift in [12, 13, 18, 21, 30] {
             check!(
                 s & (1 << shift) != 0,
                 "link_page_sizes {s:#x} lacks 2^{shift}"
