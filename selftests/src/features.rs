@@ -648,8 +648,10 @@ const UFFDIO_COPY: u64 = uffd_iowr(0x03, size_of::<UffdioCopy>());
 
 /// A userfaultfd with `len` bytes at `addr` registered for missing-page faults.
 fn uffd_for(addr: u64, len: usize) -> Result<fs::File, Outcome> {
-    // SAFETY: `userfaultfd(O_CLOEXEC)` takes no pointers.
-    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+    // Non-blocking: a blocking userfaultfd polls as POLLERR, and its read() waits for a fault,
+    // so the handler could not stop.
+    // SAFETY: `userfaultfd(O_CLOEXEC | O_NONBLOCK)` takes no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
     if fd < 0 {
         skip!("userfaultfd: {}", io::Error::last_os_error());
     }
@@ -694,7 +696,7 @@ fn uffd_handler(uffd: fs::File, base: u64, stop: Arc<AtomicBool>, served: Arc<At
             revents: 0,
         };
         // SAFETY: One valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
+        if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 || pfd.revents & libc::POLLIN == 0 {
             continue;
         }
         if (&uffd).read(&mut msg).ok() != Some(msg.len()) || msg[0] != UFFD_EVENT_PAGEFAULT {
