@@ -115,6 +115,17 @@ vm_robustness() {
 	step "VM: robustness (copy timeout and edu rebind, a killed 1 GiB fault)" \
 		selftests robustness
 }
+# The ODP features of ABI version 2 (selftests/src/features.rs). The kernel backend serves the
+# same uAPI (implicit chunks, prefetch and device faults are the module's, whatever maps the
+# pages), so it runs the whole group too.
+vm_features() {
+	step "VM: features (implicit ODP, async prefetch, userfaultfd, counters, test_odp-style traffic), backend=rust" \
+		selftests features
+}
+vm_features_kernel() {
+	step "VM: features (implicit ODP, async prefetch, userfaultfd, counters, test_odp-style traffic), backend=kernel" \
+		selftests features --module-args "backend=kernel"
+}
 # QEMU places the NVMe controller at 00:0b.0 in this topology (see dma-device-param).
 vm_dma_device_remove() {
 	step "VM: dma_device= removed from the PCI bus (the NVMe controller) revokes registrations" \
@@ -142,6 +153,8 @@ steps() {
 	vm_lazy_iova
 	vm_lazy_legacy
 	vm_robustness
+	vm_features
+	vm_features_kernel
 	step "VM: P2P through the host bridge (edu + nvme CMB on the root complex, AMD CPU)" \
 		selftests p2p-host-bridge --topology p2p-rc
 	step "VM: P2P by bus address (edu + nvme behind one PCIe switch)" \

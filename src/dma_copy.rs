@@ -112,44 +112,57 @@ pub(crate) fn copy(
         End::Memory(reg, addr) => reg.access_pieces(*addr, len),
         _ => Ok([None, None]),
     };
-    let mut faults = 0;
-    for _ in 0..COPY_ATTEMPTS {
-        if fatal_signal_pending() {
-            return Err(EINTR);
-        }
-        // The registrations that hold each end (an implicit one may need two chunks).
-        let (src_pieces, dst_pieces) = (pieces_of(&src)?, pieces_of(&dst)?);
-        // Fault first, with no device lock held ...
-        for (umem, addr, len, _) in src_pieces.iter().flatten() {
-            faults += umem.prepare_access(*addr, *len, false)?;
-        }
-        for (umem, addr, len, _) in dst_pieces.iter().flatten() {
-            faults += umem.prepare_access(*addr, *len, true)?;
-        }
-        // ... then move the data, unless an invalidation came in between.
-        let engine = dev.engine().lock();
-        let engine = engine.as_ref().ok_or(EOPNOTSUPP)?;
-        engine.claim(file)?;
-        let read = match &src {
-            End::Memory(..) => access(engine, &src_pieces, false, staging)?,
-            End::RawIova(iova) => {
-                engine.transfer(Direction::ToBuffer, *iova, staging, len)?;
-                true
+    let attempts = || -> Result<u64> {
+        let mut faults = 0;
+        for _ in 0..COPY_ATTEMPTS {
+            if fatal_signal_pending() {
+                return Err(EINTR);
             }
-            End::Buffer(_) => true,
-        };
-        if !read {
-            continue;
+            // The registrations that hold each end (an implicit one may need two chunks).
+            let (src_pieces, dst_pieces) = (pieces_of(&src)?, pieces_of(&dst)?);
+            // Fault first, with no device lock held ...
+            for (umem, addr, len, _) in src_pieces.iter().flatten() {
+                faults += umem.prepare_access(*addr, *len, false)?;
+            }
+            for (umem, addr, len, _) in dst_pieces.iter().flatten() {
+                faults += umem.prepare_access(*addr, *len, true)?;
+            }
+            // ... then move the data, unless an invalidation came in between.
+            let engine = dev.engine().lock();
+            let engine = engine.as_ref().ok_or(EOPNOTSUPP)?;
+            engine.claim(file)?;
+            let read = match &src {
+                End::Memory(..) => access(engine, &src_pieces, false, staging)?,
+                End::RawIova(iova) => {
+                    engine.transfer(Direction::ToBuffer, *iova, staging, len)?;
+                    true
+                }
+                End::Buffer(_) => true,
+            };
+            if !read {
+                continue;
+            }
+            let written = match &dst {
+                End::Memory(..) => access(engine, &dst_pieces, true, staging)?,
+                _ => true,
+            };
+            if written {
+                return Ok(faults);
+            }
         }
-        let written = match &dst {
-            End::Memory(..) => access(engine, &dst_pieces, true, staging)?,
-            _ => true,
-        };
-        if written {
-            return Ok(faults);
+        Err(EBUSY)
+    };
+    let moved = attempts();
+    if moved.is_err() {
+        // An implicit registration may have made a chunk for nothing (an unmapped address):
+        // its next call frees it.
+        for end in [&src, &dst] {
+            if let End::Memory(reg, _) = end {
+                reg.call_failed();
+            }
         }
     }
-    Err(EBUSY)
+    moved
 }
 
 /// Moves the pieces of one end between memory and the buffer (into memory if `write`), each

@@ -252,12 +252,18 @@ impl DmaDevice {
         if params::debug_raw_dma() {
             flags |= uapi::INFO_DEBUG_RAW_DMA;
         }
-        // What every registration can do here (the P2P kinds are those the module maps; whether
-        // a given provider is reachable depends on the topology, see `p2p.rs`).
-        flags |= uapi::INFO_ASYNC_PREFETCH
-            | uapi::INFO_USERFAULTFD
-            | uapi::INFO_P2P_HOST_BRIDGE
-            | uapi::INFO_P2P_BUS;
+        // What every registration can do here, whatever its backend: implicit registrations
+        // and asynchronous prefetch are the module's own; faults wait for userfaultfd handlers
+        // (`hmm_range_fault_unlocked_timeout()`) where the kernel has userfaultfd; peer memory
+        // is recognised only where the kernel has PCI P2PDMA (whether a given provider is
+        // reachable depends on the topology, see `p2p.rs`).
+        flags |= uapi::INFO_IMPLICIT | uapi::INFO_ASYNC_PREFETCH;
+        if cfg!(CONFIG_USERFAULTFD) {
+            flags |= uapi::INFO_USERFAULTFD;
+        }
+        if cfg!(CONFIG_PCI_P2PDMA) {
+            flags |= uapi::INFO_P2P_HOST_BRIDGE | uapi::INFO_P2P_BUS;
+        }
         uapi::Info {
             version: uapi::ABI_VERSION,
             flags,

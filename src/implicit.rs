@@ -11,7 +11,8 @@
 //!
 //! A chunk that maps nothing after an invalidation (an munmap, usually) is freed at the next call
 //! on the registration: each chunk's invalidation raises a flag ([`ChunkWatch`]), and the next
-//! call reaps the empty ones. A call that raced the reap of its chunk (`ENOENT` from it) makes a
+//! call reaps the empty ones. A call that failed raises it too: it may have made a chunk for an
+//! unmapped address, which would otherwise hold its IOVA and budget until unregister. A call that raced the reap of its chunk (`ENOENT` from it) makes a
 //! new one and tries again.
 //!
 //! # Locking
@@ -342,20 +343,29 @@ impl ImplicitUmem {
         Ok(())
     }
 
+    /// A call failed after it may have made a chunk that maps nothing (a fault or device access
+    /// of an unmapped address): the next call reaps the empty chunks.
+    pub(crate) fn call_failed(&self) {
+        self.maybe_empty.flag.store(true, Ordering::Relaxed);
+    }
+
     /// Faults `span` in and maps it, chunk by chunk (see [`OdpUmem::fault`]).
     pub(crate) fn fault(&self, span: PageSpan, request: Request) -> Result<Faulted> {
         if request == Request::Write && !self.writable {
             return Err(EPERM);
         }
         let mut done = Faulted::default();
-        self.for_each_piece(span, true, |umem, _, local| {
+        let faulted = self.for_each_piece(span, true, |umem, _, local| {
             let f = umem.ok_or(ENOENT)?.fault(local, request)?;
             done.mapped += f.mapped;
             done.valid += f.valid;
             done.refused += f.refused;
             Ok(())
-        })?;
-        Ok(done)
+        });
+        if faulted.is_err() {
+            self.call_failed();
+        }
+        faulted.map(|()| done)
     }
 
     /// [`Self::fault`] on the module's workqueue (see [`OdpUmem::prefetch_async`]).

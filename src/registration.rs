@@ -152,6 +152,14 @@ impl Registration {
         }
     }
 
+    /// A call on it failed: an implicit registration frees, at its next call, the chunks that
+    /// map nothing (the failed call may have made one for an unmapped address).
+    pub(crate) fn call_failed(&self) {
+        if let Self::Implicit(umem) = self {
+            umem.call_failed();
+        }
+    }
+
     /// Tears it down: the device stops reaching its pages now (later calls that still hold it
     /// get `ENOENT`). Returns its final counters.
     pub(crate) fn retire(&self) -> UmemStats {

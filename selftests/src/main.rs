@@ -5,10 +5,11 @@
 //! closing `N passed, N failed` line. The exit code is non-zero if any test failed.
 //!
 //! Usage: odp_hmm_selftests [GROUP...] [-k SUBSTRING]...  (a test runs if its name contains any)
-//!   GROUP: foundation, odp (default: both), lazy, robustness, p2p-host-bridge, p2p-bus,
-//!   p2p-refused, dma-device-param, dma-device-remove (each in its VM topology and module
+//!   GROUP: foundation, odp (default: both), lazy, robustness, features, p2p-host-bridge,
+//!   p2p-bus, p2p-refused, dma-device-param, dma-device-remove (each in its VM topology and module
 //!   arguments, see scripts/test.sh)
 
+mod features;
 mod foundation;
 mod ktap;
 mod limits;
@@ -36,6 +37,7 @@ fn group(name: &str) -> Option<Vec<&'static Test>> {
         ],
         "lazy" => &[units::LAZY],
         "robustness" => &[robustness::TESTS],
+        "features" => &[features::TESTS],
         "p2p-host-bridge" => &[p2p::HOST_BRIDGE],
         "p2p-bus" => &[p2p::BUS],
         "p2p-refused" => &[p2p::REFUSED],

@@ -44,7 +44,9 @@
  *               and work for any holder of the file.
  *   ENOSPC      the registration would take the file's registered memory
  *               beyond the module parameter file_limit_mb (default 64 GiB),
- *               which bounds its IOVA space and kernel memory
+ *               which bounds its IOVA space and kernel memory; for an
+ *               implicit registration, the 2 MiB chunk a fault or device
+ *               access would make
  *   ENOMEM      kernel memory for the per-page state (8 or 16 bytes per 4 KiB
  *               page, charged to the caller's memory cgroup) or the IOVA
  *               space cannot be had
@@ -61,7 +63,13 @@
  *               or under a device copy for 16 attempts
  *   EINTR       the caller got a fatal signal during a fault or a device copy
  *   ETIMEDOUT   the device did not finish a copy within copy_timeout_ms; its
- *               bus mastering is turned off before the call returns
+ *               bus mastering is turned off before the call returns. Or a
+ *               device copy waited longer than device_fault_timeout_ms
+ *               (default 10000, writable at run time) for the pages it faults
+ *               in, e.g. from a userfaultfd handler that does not answer:
+ *               nothing was moved and the engine stays usable; the fault goes
+ *               on in the background until the handler answers, its
+ *               userfaultfd is closed or the process exits
  *   EIO         the copy engine is disabled after such a timeout (rebind the
  *               device to get it back), or a mapping call failed
  */
@@ -85,9 +93,13 @@
 /* Capabilities (version 2), in the spirit of ibv_query_device_ex()'s odp_caps: */
 #define ODP_HMM_INFO_IMPLICIT		(1U << 3) /* ODP_HMM_REGISTER_IMPLICIT */
 #define ODP_HMM_INFO_ASYNC_PREFETCH	(1U << 4) /* ODP_HMM_FAULT_ASYNC */
-#define ODP_HMM_INFO_USERFAULTFD	(1U << 5) /* faults wait for userfaultfd handlers */
+#define ODP_HMM_INFO_USERFAULTFD	(1U << 5) /* faults wait for userfaultfd handlers
+						     (set where the kernel has userfaultfd) */
 #define ODP_HMM_INFO_P2P_HOST_BRIDGE	(1U << 6) /* peer memory mapped through the host bridge */
-#define ODP_HMM_INFO_P2P_BUS		(1U << 7) /* peer memory reached by bus address */
+#define ODP_HMM_INFO_P2P_BUS		(1U << 7) /* peer memory reached by bus address (both
+						     P2P bits: where the kernel has PCI
+						     P2PDMA; whether a given provider is
+						     reachable depends on the topology) */
 
 /* struct odp_hmm_info::domain_type: the DMA device's IOMMU domain. */
 #define ODP_HMM_DOMAIN_NONE		0 /* no IOMMU: dma-direct */
@@ -178,9 +190,12 @@ struct odp_hmm_info {
  * be huge and need not be mapped: @addr 0 and @length 0 mean the whole user
  * address space. Per-page state and IOVA are made lazily, one 2 MiB chunk at
  * a time, at the first fault or device access in the chunk; @iova_base is 0
- * and @dma_mode says how chunks map. A chunk that an munmap left empty is
- * freed at the next call on the registration. Device accesses anywhere in
- * the range fault on demand; unmapped addresses fail with EFAULT.
+ * and @dma_mode says how chunks map. A chunk that an munmap left empty, or
+ * that a failed call made for an unmapped address, is freed at the next call
+ * on the registration. Device accesses anywhere in the range fault on demand
+ * (a copy may cross chunks); unmapped addresses fail with EFAULT. Each chunk
+ * is charged to the file's file_limit_mb (ENOSPC beyond it). STATS counts
+ * the live chunks in @chunks; INFO's live_registrations counts each chunk.
  */
 struct odp_hmm_register {
 	__u32 version;
@@ -221,7 +236,11 @@ struct odp_hmm_unregister {
  *		(with either) queues the fault to a worker and returns at once,
  *		like ibv_advise_mr() without IBV_ADVISE_MR_FLAG_FLUSH: the outputs
  *		are 0, and the result shows in STATS (@prefetched_pages,
- *		@prefetch_errors); unregister, close and exit cancel it
+ *		@prefetch_errors); unregister, close and exit cancel it. The
+ *		call itself fails only for what it can check at once: EINVAL,
+ *		ERANGE, ENOENT, EPERM (WRITE on a read-only registration),
+ *		ENOMEM; the errno of the fault itself (EFAULT, EPERM, ...) is
+ *		not reported, the prefetch is counted in @prefetch_errors
  * @handle:	in: the registration
  * @addr:	in: page-aligned start, inside the registration
  * @length:	in: page-aligned length, not 0, inside the registration
@@ -356,6 +375,20 @@ struct odp_hmm_stats {
 	__u64 prefetch_errors;
 	__u64 chunks;
 };
+
+/*
+ * /proc/PID/fdinfo/FD of an open /dev/odp_hmm has one line per live
+ * registration, readable by anyone who may read the process's fdinfo:
+ *
+ *   odp_hmm-registration: handle=N start=0x... length=0x... backend=NAME
+ *     mode=iova|map|none|revoked faults=N pages_faulted=N pages_now=N
+ *     invalidations=N prefetched=N prefetch_errors=N fault_calls=N
+ *     fault_latency_ns=N fault_latency_max_ns=N iova_bytes=N
+ *     bookkeeping_bytes=N chunks=N
+ *
+ * (on one line), the same values STATS reports for the handle. New fields
+ * are added at the end of the line.
+ */
 
 /* The size of struct odp_hmm_stats in ABI version 1 (up to @invalidations_nonblocking). */
 #define ODP_HMM_STATS_SIZE_V1		200

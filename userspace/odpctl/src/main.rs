@@ -9,6 +9,8 @@
 //! odpctl info
 //! odpctl alloc 8M register rw fault 0 1M snapshot 0 8 copy 0 4096 4096 stats
 //! odpctl --json alloc 1M register fault 0 64K snapshot 0 16 stats
+//! odpctl alloc 4M register --implicit fault 0 2M --async stats fdinfo
+//! odpctl fdinfo 1234 5
 //! odpctl demo
 //! ```
 //!
@@ -156,6 +158,55 @@ struct InfoView {
     dma_mask: u64,
     debug_raw_dma: bool,
     page_size: u32,
+    /// Names of the `ODP_HMM_INFO_*` bits set.
+    capabilities: Vec<String>,
+    /// The sizes one link maps whole, as a bit mask (bit n: 2^n bytes) ...
+    link_page_sizes: u64,
+    /// ... and by name (`4K`, `2M`, ...).
+    link_page_size_names: Vec<String>,
+    live_registrations: u64,
+    live_pages_mapped: u64,
+    live_iova_bytes: u64,
+    live_bookkeeping_bytes: u64,
+}
+
+/// The `ODP_HMM_INFO_*` bits and the names odpctl shows for them.
+const INFO_FLAGS: [(u32, &str); 8] = [
+    (ODP_HMM_INFO_COPY_ENGINE, "copy-engine"),
+    (ODP_HMM_INFO_IOVA, "iova"),
+    (ODP_HMM_INFO_DEBUG_RAW_DMA, "debug-raw-dma"),
+    (ODP_HMM_INFO_IMPLICIT, "implicit"),
+    (ODP_HMM_INFO_ASYNC_PREFETCH, "async-prefetch"),
+    (ODP_HMM_INFO_USERFAULTFD, "userfaultfd"),
+    (ODP_HMM_INFO_P2P_HOST_BRIDGE, "p2p-host-bridge"),
+    (ODP_HMM_INFO_P2P_BUS, "p2p-bus"),
+];
+
+/// The names of the bits of `flags`, in bit order; unknown bits as `bit N`.
+fn capability_names(flags: u32) -> Vec<String> {
+    (0..32)
+        .filter(|n| flags & (1 << n) != 0)
+        .map(|n| {
+            INFO_FLAGS
+                .iter()
+                .find(|(bit, _)| *bit == 1 << n)
+                .map_or_else(|| format!("bit {n}"), |(_, name)| name.to_string())
+        })
+        .collect()
+}
+
+/// The sizes of a `link_page_sizes` mask, smallest first: `4K`, `8K`, ..., `2M`, `1G`.
+fn size_names(mask: u64) -> Vec<String> {
+    (0..64)
+        .filter(|n| mask & (1 << n) != 0)
+        .map(|n| match n {
+            0..=9 => format!("{}", 1u64 << n),
+            10..=19 => format!("{}K", 1u64 << (n - 10)),
+            20..=29 => format!("{}M", 1u64 << (n - 20)),
+            30..=39 => format!("{}G", 1u64 << (n - 30)),
+            _ => format!("{}T", 1u64 << (n - 40)),
+        })
+        .collect()
 }
 
 impl From<&odp_hmm_info> for InfoView {
@@ -173,6 +224,13 @@ impl From<&odp_hmm_info> for InfoView {
             dma_mask: info.dma_mask,
             debug_raw_dma: info.flags & ODP_HMM_INFO_DEBUG_RAW_DMA != 0,
             page_size: info.page_size,
+            capabilities: capability_names(info.flags),
+            link_page_sizes: info.link_page_sizes,
+            link_page_size_names: size_names(info.link_page_sizes),
+            live_registrations: info.live_registrations,
+            live_pages_mapped: info.live_pages_mapped,
+            live_iova_bytes: info.live_iova_bytes,
+            live_bookkeeping_bytes: info.live_bookkeeping_bytes,
         }
     }
 }
@@ -197,7 +255,7 @@ impl fmt::Display for InfoView {
         writeln!(f, "copy engine     {}", yes_no(self.copy_engine, "no"))?;
         writeln!(f, "default backend {}", self.default_backend)?;
         writeln!(f, "DMA mask        {:#x}", self.dma_mask)?;
-        write!(
+        writeln!(
             f,
             "raw IOVA debug  {}",
             if self.debug_raw_dma {
@@ -205,6 +263,21 @@ impl fmt::Display for InfoView {
             } else {
                 "disabled"
             }
+        )?;
+        writeln!(f, "capabilities    {}", self.capabilities.join(" "))?;
+        let sizes = if self.link_page_size_names.is_empty() {
+            "none (no IOVA window)".to_string()
+        } else {
+            self.link_page_size_names.join(" ")
+        };
+        writeln!(f, "link sizes      {sizes}")?;
+        write!(
+            f,
+            "live            {} registrations, {} pages mapped, IOVA {} KiB, bookkeeping {} KiB",
+            self.live_registrations,
+            self.live_pages_mapped,
+            self.live_iova_bytes / 1024,
+            self.live_bookkeeping_bytes / 1024
         )
     }
 }
@@ -308,7 +381,7 @@ impl fmt::Display for StatsView {
             s.sync_calls,
             s.unlink_calls
         )?;
-        write!(
+        writeln!(
             f,
             "       IOVA reserved {} KiB, bookkeeping {} KiB, P2P pages: host bridge {}, bus {}, refused {}",
             s.iova_bytes / 1024,
@@ -316,7 +389,113 @@ impl fmt::Display for StatsView {
             s.p2p_host_bridge_pages,
             s.p2p_bus_pages,
             s.p2p_refused_pages
+        )?;
+        let avg_us = s.fault_latency_ns.checked_div(s.fault_calls).unwrap_or(0) / 1000;
+        write!(
+            f,
+            "       fault calls {} (latency avg {} us, max {} us), prefetched {} pages ({} prefetch errors), implicit chunks {}",
+            s.fault_calls,
+            avg_us,
+            s.fault_latency_max_ns / 1000,
+            s.prefetched_pages,
+            s.prefetch_errors,
+            s.chunks
         )
+    }
+}
+
+/// One value of an fdinfo line: a number (decimal or `0x` hex) or a word (`backend=rust`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+enum FdValue {
+    Number(u64),
+    Word(String),
+}
+
+impl fmt::Display for FdValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FdValue::Number(n) => write!(f, "{n}"),
+            FdValue::Word(w) => f.write_str(w),
+        }
+    }
+}
+
+/// The fields of one `odp_hmm-registration:` line, in the order the module prints them.
+type FdinfoLine = Vec<(String, FdValue)>;
+
+/// The `odp_hmm-registration:` lines of an fdinfo file (`key=value` words), one per
+/// registration; other lines (`pos:`, `flags:`, ...) are skipped.
+fn parse_fdinfo(text: &str) -> Result<Vec<FdinfoLine>> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("odp_hmm-registration:"))
+        .map(|rest| {
+            rest.split_whitespace()
+                .map(|kv| {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or_else(|| CmdError(format!("fdinfo: not key=value: {kv:?}")))?;
+                    let n = match v.strip_prefix("0x") {
+                        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                        None => v.parse().ok(),
+                    };
+                    let v = n.map_or_else(|| FdValue::Word(v.to_string()), FdValue::Number);
+                    Ok((k.to_string(), v))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// What `fdinfo` shows: the registrations of one open file, with their counters.
+#[derive(Serialize)]
+struct FdinfoView {
+    pid: u32,
+    fd: u32,
+    #[serde(serialize_with = "lines_as_objects")]
+    registrations: Vec<FdinfoLine>,
+}
+
+/// Each line as a JSON object, its fields in order.
+fn lines_as_objects<S: serde::Serializer>(
+    lines: &[FdinfoLine],
+    ser: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::{
+        SerializeMap,
+        SerializeSeq, //
+    };
+    struct Line<'a>(&'a FdinfoLine);
+    impl Serialize for Line<'_> {
+        fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+            let mut map = ser.serialize_map(Some(self.0.len()))?;
+            for (k, v) in self.0 {
+                map.serialize_entry(k, v)?;
+            }
+            map.end()
+        }
+    }
+    let mut seq = ser.serialize_seq(Some(lines.len()))?;
+    for line in lines {
+        seq.serialize_element(&Line(line))?;
+    }
+    seq.end()
+}
+
+impl fmt::Display for FdinfoView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fdinfo {}/{}: {} registrations",
+            self.pid,
+            self.fd,
+            self.registrations.len()
+        )?;
+        for line in &self.registrations {
+            let words: Vec<String> = line.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            write!(f, "\n  {}", words.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -327,6 +506,7 @@ enum Report {
     Info(InfoView),
     Snapshot(SnapshotView),
     Stats(StatsView),
+    Fdinfo(FdinfoView),
 }
 
 impl fmt::Display for Report {
@@ -335,6 +515,7 @@ impl fmt::Display for Report {
             Report::Info(v) => v.fmt(f),
             Report::Snapshot(v) => v.fmt(f),
             Report::Stats(v) => v.fmt(f),
+            Report::Fdinfo(v) => v.fmt(f),
         }
     }
 }
@@ -420,19 +601,28 @@ impl Session {
         Ok(())
     }
 
-    fn register(&mut self, access: Access) -> Result {
-        let flags = match access {
+    fn register(&mut self, access: Access, implicit: bool) -> Result {
+        let mut flags = match access {
             Access::Ro => ODP_HMM_ACCESS_READ,
             Access::Rw => ODP_HMM_ACCESS_READ | ODP_HMM_ACCESS_WRITE,
         };
-        let (addr, len) = {
+        // Implicit: the whole address space (addr 0, length 0), chunks made on first touch.
+        let (addr, len) = if implicit {
+            flags |= ODP_HMM_REGISTER_IMPLICIT;
+            (0, 0)
+        } else {
             let b = self.buf()?;
             (b.addr(), b.len as u64)
         };
         let backend = self.backend;
         let reg = self.dev()?.register(addr, len, flags, backend)?;
+        let what = if implicit {
+            "the whole address space (implicit, 2 MiB chunks on first touch)".to_string()
+        } else {
+            format!("{len:#x} bytes at {addr:#x}")
+        };
         self.say(format_args!(
-            "registered {len:#x} bytes at {addr:#x}: handle {}, backend {}, DMA mode {}, IOVA base {:#x}",
+            "registered {what}: handle {}, backend {}, DMA mode {}, IOVA base {:#x}",
             reg.handle,
             backend_name(reg.backend),
             dma_mode_name(reg.dma_mode),
@@ -442,24 +632,54 @@ impl Session {
         Ok(())
     }
 
-    fn fault(&mut self, off: usize, len: usize, how: How) -> Result {
-        let flags = match how {
+    fn fault(&mut self, off: usize, len: usize, how: How, asynchronous: bool) -> Result {
+        let mut flags = match how {
             How::Read => 0,
             How::Write => ODP_HMM_FAULT_WRITE,
             How::Nofault => ODP_HMM_FAULT_NO_FAULT,
         };
+        if asynchronous {
+            flags |= ODP_HMM_FAULT_ASYNC;
+        }
         self.buf()?.check(off, len)?;
         let (addr, reg) = (self.buf()?.addr(), self.reg()?);
         let f = self
             .dev()?
             .fault(reg.handle, addr + off as u64, len as u64, flags)?;
-        self.say(format_args!(
-            "fault {} {off:#x}+{len:#x}: {} pages newly mapped, {} mapped",
-            value_name(&how),
-            f.pages_mapped,
-            f.pages_valid
-        ));
+        if asynchronous {
+            self.say(format_args!(
+                "fault {} {off:#x}+{len:#x} queued (asynchronous: stats shows prefetched pages and errors)",
+                value_name(&how)
+            ));
+        } else {
+            self.say(format_args!(
+                "fault {} {off:#x}+{len:#x}: {} pages newly mapped, {} mapped",
+                value_name(&how),
+                f.pages_mapped,
+                f.pages_valid
+            ));
+        }
         Ok(())
+    }
+
+    /// `/proc/PID/fdinfo/FD` of a file of `/dev/odp_hmm`: of this process's own by default.
+    fn fdinfo(&mut self, target: Option<(u32, u32)>) -> Result {
+        let (pid, fd) = match target {
+            Some(t) => t,
+            None => {
+                use std::os::fd::AsRawFd;
+                // CAST: Descriptors are never negative.
+                let fd = self.dev()?.file().as_raw_fd() as u32;
+                (std::process::id(), fd)
+            }
+        };
+        let path = format!("/proc/{pid}/fdinfo/{fd}");
+        let text = std::fs::read_to_string(&path).map_err(|e| CmdError(format!("{path}: {e}")))?;
+        self.report(Report::Fdinfo(FdinfoView {
+            pid,
+            fd,
+            registrations: parse_fdinfo(&text)?,
+        }))
     }
 
     fn snapshot(&mut self, off: usize, npages: usize) -> Result {
@@ -561,8 +781,13 @@ impl Session {
                 self.backend = name;
                 Ok(())
             }
-            Cmd::Register { access } => self.register(access),
-            Cmd::Fault { span, how } => self.fault(span.off, span.len, how),
+            Cmd::Register { access, implicit } => self.register(access, implicit),
+            Cmd::Fault {
+                span,
+                how,
+                asynchronous,
+            } => self.fault(span.off, span.len, how, asynchronous),
+            Cmd::Fdinfo { pid, fd } => self.fdinfo(pid.zip(fd)),
             Cmd::Snapshot { off, npages } => self.snapshot(off, npages),
             Cmd::Copy(t) => self.copy(t.src, t.dst, t.len),
             Cmd::Verify(t) => self.verify(t.src, t.dst, t.len),
@@ -590,13 +815,13 @@ fn demo(s: &mut Session) -> Result {
         "Map 8 MiB of anonymous memory and register it (nothing is faulted or mapped yet)",
     );
     s.buf = Some(Buffer::new(8 << 20, Kind::Anon)?);
-    s.register(Access::Rw)?;
+    s.register(Access::Rw, false)?;
     s.stats()?;
     step(
         s,
         "Fault the first 1 MiB for reading: 256 pages linked into the registration's IOVA window",
     );
-    s.fault(0, 1 << 20, How::Read)?;
+    s.fault(0, 1 << 20, How::Read, false)?;
     s.snapshot(0, 4)?;
     s.stats()?;
     step(s, "The device copies page 0 to page 512 through the IOMMU (page 512 is faulted on demand, writable)");
@@ -686,7 +911,9 @@ to the process that made them):
   odpctl info
   odpctl alloc 8M register rw fault 0 1M snapshot 0 8 copy 0 4096 4096 stats
   odpctl --json alloc 1M register fault 0 64K snapshot 0 16 stats
-Offsets and sizes take K/M/G suffixes or 0x. With --json, info, snapshot and stats print one \
+  odpctl alloc 4M register --implicit fault 0 2M --async stats fdinfo
+  odpctl fdinfo PID FD
+Offsets and sizes take K/M/G suffixes or 0x. With --json, info, snapshot, stats and fdinfo print one \
 JSON object per line on standard output (its \"command\" key names the command) and every \
 other message goes to standard error.";
 
@@ -700,7 +927,7 @@ other message goes to standard error.";
     after_help = AFTER_HELP
 )]
 struct Cli {
-    /// Print info, snapshot and stats as JSON (one object per line)
+    /// Print info, snapshot, stats and fdinfo as JSON (one object per line)
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -726,11 +953,15 @@ enum Cmd {
         #[arg(value_parser = backend_parser())]
         name: u32,
     },
-    /// Register the whole buffer
+    /// Register the whole buffer (or, with --implicit, the whole address space)
     Register {
         /// What the device may do with the buffer
         #[arg(value_enum, default_value_t = Access::Rw)]
         access: Access,
+        /// Implicit ODP (ODP_HMM_REGISTER_IMPLICIT): the whole address space, per-page state
+        /// made per 2 MiB chunk at the first fault or device access in it
+        #[arg(long)]
+        implicit: bool,
     },
     /// Fault LEN bytes at OFF in: the pages become device-mapped
     Fault {
@@ -739,6 +970,10 @@ enum Cmd {
         /// How to fault the pages
         #[arg(value_enum, default_value_t = How::Read)]
         how: How,
+        /// Queue the fault and return at once (ODP_HMM_FAULT_ASYNC, a prefetch): stats shows
+        /// what it mapped (prefetched pages) and whether it failed (prefetch errors)
+        #[arg(long = "async")]
+        asynchronous: bool,
     },
     /// Per-page state of NPAGES pages at OFF (pages with no state are not listed)
     Snapshot {
@@ -761,6 +996,15 @@ enum Cmd {
     Stats,
     /// Unregister the registration
     Unregister,
+    /// The registrations of an open /dev/odp_hmm and their counters, from /proc/PID/fdinfo/FD
+    /// (default: odpctl's own file)
+    Fdinfo {
+        /// Process id
+        #[arg(requires = "fd")]
+        pid: Option<u32>,
+        /// File descriptor of /dev/odp_hmm in that process
+        fd: Option<u32>,
+    },
     /// A guided tour: fault, device copy, invalidate, refault
     Demo,
     /// Print a completion script for SHELL (its commands and their values)
@@ -876,13 +1120,17 @@ mod tests {
                 Cmd::Backend {
                     name: ODP_HMM_BACKEND_KERNEL
                 },
-                Cmd::Register { access: Access::Ro },
+                Cmd::Register {
+                    access: Access::Ro,
+                    implicit: false
+                },
                 Cmd::Fault {
                     span: Span {
                         off: 0,
                         len: 1 << 20
                     },
-                    how: How::Write
+                    how: How::Write,
+                    asynchronous: false
                 },
                 Cmd::Snapshot {
                     off: 0x1000,
@@ -902,13 +1150,149 @@ mod tests {
                     size: 4096,
                     kind: Kind::Anon
                 },
-                Cmd::Register { access: Access::Rw },
+                Cmd::Register {
+                    access: Access::Rw,
+                    implicit: false
+                },
                 Cmd::Fault {
                     span: Span { off: 0, len: 4096 },
-                    how: How::Read
+                    how: How::Read,
+                    asynchronous: false
                 },
             ]
         );
+    }
+
+    #[test]
+    fn implicit_async_and_fdinfo_parse() {
+        assert_eq!(
+            commands("alloc 4M register --implicit fault 0 2M write --async fdinfo fdinfo 42 5"),
+            [
+                Cmd::Alloc {
+                    size: 4 << 20,
+                    kind: Kind::Anon
+                },
+                Cmd::Register {
+                    access: Access::Rw,
+                    implicit: true
+                },
+                Cmd::Fault {
+                    span: Span {
+                        off: 0,
+                        len: 2 << 20
+                    },
+                    how: How::Write,
+                    asynchronous: true
+                },
+                Cmd::Fdinfo {
+                    pid: None,
+                    fd: None
+                },
+                Cmd::Fdinfo {
+                    pid: Some(42),
+                    fd: Some(5)
+                },
+            ]
+        );
+        assert_eq!(
+            commands("register ro --implicit fault --async 0 4K nofault"),
+            [
+                Cmd::Register {
+                    access: Access::Ro,
+                    implicit: true
+                },
+                Cmd::Fault {
+                    span: Span { off: 0, len: 4096 },
+                    how: How::Nofault,
+                    asynchronous: true
+                },
+            ]
+        );
+        for bad in [
+            "fdinfo 42",
+            "fdinfo x 5",
+            "register --implicit=3",
+            "fault 0 4K --sync",
+        ] {
+            let e = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn capability_bits_and_link_sizes_are_named() {
+        assert_eq!(
+            capability_names(
+                ODP_HMM_INFO_COPY_ENGINE
+                    | ODP_HMM_INFO_IMPLICIT
+                    | ODP_HMM_INFO_ASYNC_PREFETCH
+                    | ODP_HMM_INFO_USERFAULTFD
+                    | ODP_HMM_INFO_P2P_HOST_BRIDGE
+                    | ODP_HMM_INFO_P2P_BUS
+                    | 1 << 20
+            ),
+            [
+                "copy-engine",
+                "implicit",
+                "async-prefetch",
+                "userfaultfd",
+                "p2p-host-bridge",
+                "p2p-bus",
+                "bit 20"
+            ]
+        );
+        assert!(capability_names(0).is_empty());
+        // Every bit of the header has a name.
+        for n in 0..8 {
+            assert!(!capability_names(1 << n)[0].starts_with("bit"), "bit {n}");
+        }
+        assert_eq!(
+            size_names((1 << 12) | (1 << 13) | (1 << 18) | (1 << 21) | (1 << 30)),
+            ["4K", "8K", "256K", "2M", "1G"]
+        );
+        assert!(size_names(0).is_empty());
+    }
+
+    #[test]
+    fn fdinfo_lines_parse() {
+        let text = "pos:\t0\nflags:\t02\nmnt_id:\t23\nino:\t5\n\
+            odp_hmm-registration: handle=1 start=0x7f0000001000 length=0x10000 backend=rust \
+            mode=iova faults=2 pages_faulted=16 pages_now=14 invalidations=1 prefetched=8 \
+            prefetch_errors=0 fault_calls=2 fault_latency_ns=1234 fault_latency_max_ns=1000 \
+            iova_bytes=65536 bookkeeping_bytes=128 chunks=0\n\
+            odp_hmm-registration: handle=2 start=0x1000 length=0x7ffffffff000 backend=- \
+            mode=revoked faults=0\n";
+        let lines = parse_fdinfo(text).ok().expect("parses");
+        assert_eq!(lines.len(), 2);
+        let get = |i: usize, k: &str| {
+            lines[i]
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get(0, "handle"), Some(FdValue::Number(1)));
+        assert_eq!(get(0, "start"), Some(FdValue::Number(0x7f00_0000_1000)));
+        assert_eq!(get(0, "backend"), Some(FdValue::Word("rust".into())));
+        assert_eq!(get(0, "prefetched"), Some(FdValue::Number(8)));
+        assert_eq!(get(0, "chunks"), Some(FdValue::Number(0)));
+        assert_eq!(get(1, "backend"), Some(FdValue::Word("-".into())));
+        assert_eq!(get(1, "mode"), Some(FdValue::Word("revoked".into())));
+        assert_eq!(lines[0][0].0, "handle", "fields keep their order");
+
+        let view = FdinfoView {
+            pid: 7,
+            fd: 3,
+            registrations: lines,
+        };
+        let v = serde_json::to_value(Report::Fdinfo(view)).expect("json");
+        assert_eq!(v["command"], "fdinfo");
+        assert_eq!(v["pid"], 7);
+        assert_eq!(v["registrations"][0]["faults"], 2);
+        assert_eq!(v["registrations"][0]["mode"], "iova");
+        assert_eq!(v["registrations"][1]["handle"], 2);
+
+        assert!(parse_fdinfo("odp_hmm-registration: handle=1 junk\n").is_err());
+        assert!(parse_fdinfo("pos:\t0\n").ok().expect("parses").is_empty());
     }
 
     #[test]
@@ -1004,6 +1388,47 @@ mod tests {
         assert_eq!(v["iova"], true);
         assert_eq!(v["copy_engine"], false);
         assert_eq!(v["iommu_domain"], domain_name(ODP_HMM_DOMAIN_DMA));
+        assert_eq!(v["capabilities"], serde_json::json!(["iova"]));
+        assert_eq!(v["link_page_sizes"], 0);
+
+        let info = odp_hmm_info {
+            flags: ODP_HMM_INFO_IMPLICIT | ODP_HMM_INFO_ASYNC_PREFETCH,
+            link_page_sizes: (1 << 12) | (1 << 21),
+            live_registrations: 3,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(Report::Info(InfoView::from(&info))).expect("json");
+        assert_eq!(
+            v["capabilities"],
+            serde_json::json!(["implicit", "async-prefetch"])
+        );
+        assert_eq!(v["link_page_sizes"], (1u64 << 12) | (1 << 21));
+        assert_eq!(v["link_page_size_names"], serde_json::json!(["4K", "2M"]));
+        assert_eq!(v["live_registrations"], 3);
+        let text = InfoView::from(&info).to_string();
+        assert!(
+            text.contains("capabilities    implicit async-prefetch"),
+            "{text}"
+        );
+        assert!(text.contains("link sizes      4K 2M"), "{text}");
+
+        let stats = odp_hmm_stats {
+            fault_calls: 4,
+            fault_latency_ns: 8000,
+            fault_latency_max_ns: 5000,
+            prefetched_pages: 32,
+            prefetch_errors: 1,
+            chunks: 3,
+            ..Default::default()
+        };
+        let text = StatsView(stats).to_string();
+        assert!(
+            text.contains("fault calls 4 (latency avg 2 us, max 5 us), prefetched 32 pages (1 prefetch errors), implicit chunks 3"),
+            "{text}"
+        );
+        let v = serde_json::to_value(Report::Stats(StatsView(stats))).expect("json");
+        assert_eq!(v["prefetched_pages"], 32);
+        assert_eq!(v["chunks"], 3);
     }
 
     #[test]
