@@ -12,8 +12,8 @@
 //! A chunk that maps nothing after an invalidation (an munmap, usually) is freed at the next call
 //! on the registration: each chunk's invalidation raises a flag ([`ChunkWatch`]), and the next
 //! call reaps the empty ones. A call that failed raises it too: it may have made a chunk for an
-//! unmapped address, which would otherwise hold its IOVA and budget until unregister. A call that raced the reap of its chunk (`ENOENT` from it) makes a
-//! new one and tries again.
+//! unmapped address, which would otherwise hold its IOVA and budget until unregister. A call
+//! that raced the reap of its chunk (`ENOENT` from it) makes a new one and tries again.
 //!
 //! # Locking
 //!

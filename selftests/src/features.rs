@@ -105,10 +105,6 @@ pub const TESTS: &[&Test] = &[
     },
 ];
 
-fn ps() -> usize {
-    page_size()
-}
-
 /// How long a poll for the result of asynchronous work waits at most.
 const POLL_LIMIT: Duration = Duration::from_secs(20);
 
@@ -174,14 +170,6 @@ fn gauges_back_to_zero(what: &str) -> TestResult {
     Ok(())
 }
 
-/// A module parameter as sysfs shows it.
-fn param(name: &str) -> String {
-    fs::read_to_string(format!("/sys/module/odp_hmm/parameters/{name}"))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
 /// A kernel config option of the running kernel (`/proc/config.gz` is not in every test kernel:
 /// the kernel's own interfaces tell instead).
 fn kernel_has_userfaultfd() -> bool {
@@ -233,7 +221,7 @@ fn info_capability_bits() -> TestResult {
     );
     check_eq!(
         bit(ODP_HMM_INFO_DEBUG_RAW_DMA),
-        param("debug_raw_dma") == "Y",
+        module_param("debug_raw_dma").unwrap_or_default() == "Y",
         "ODP_HMM_INFO_DEBUG_RAW_DMA is set exactly with debug_raw_dma=1"
     );
     check_eq!(
@@ -318,10 +306,10 @@ fn implicit_chunks() -> TestResult {
 
     let mut regions = Vec::new();
     for (i, &addr) in FAR.iter().enumerate() {
-        let mut m = map_at(addr, 16 * ps())?;
+        let mut m = map_at(addr, 16 * page_size())?;
         for p in 0..16 {
             mark_page(
-                &mut m.bytes_mut()[p * ps()..(p + 1) * ps()],
+                &mut m.bytes_mut()[p * page_size()..(p + 1) * page_size()],
                 0x30 + i as u8,
                 p,
             );
@@ -329,14 +317,19 @@ fn implicit_chunks() -> TestResult {
         regions.push(m);
     }
     for m in &regions {
-        dev.fault(reg.handle, m.addr(), ps() as u64, ODP_HMM_FAULT_WRITE)?;
+        dev.fault(
+            reg.handle,
+            m.addr(),
+            page_size() as u64,
+            ODP_HMM_FAULT_WRITE,
+        )?;
     }
     let st = dev.stats(reg.handle)?;
     check_eq!(st.chunks, 3, "chunks after touching three distant regions");
     check_eq!(st.pages_now, 3, "pages mapped");
     // Per-page state for three 2 MiB chunks, at most 16 bytes a page; nothing for the rest of
     // the address space.
-    let chunk_pages = (HUGE / ps()) as u64;
+    let chunk_pages = (HUGE / page_size()) as u64;
     check!(
         st.bookkeeping_bytes > 0 && st.bookkeeping_bytes <= 3 * chunk_pages * 16,
         "bookkeeping of three chunks: {} bytes",
@@ -356,7 +349,7 @@ fn implicit_chunks() -> TestResult {
     check_eq!(info.live_pages_mapped, 3, "INFO pages mapped");
 
     // munmap of the middle region empties its chunk: the next call frees it.
-    regions[1].unmap_part(0, 16 * ps())?;
+    regions[1].unmap_part(0, 16 * page_size())?;
     let st = dev.stats(reg.handle)?;
     check_eq!(
         st.chunks,
@@ -372,12 +365,16 @@ fn implicit_chunks() -> TestResult {
     check_eq!(dev.info()?.live_registrations, 2, "INFO after the reap");
     // The unmapped addresses fail as the header says.
     expect_errno(
-        dev.fault(reg.handle, FAR[1], ps() as u64, 0),
+        dev.fault(reg.handle, FAR[1], page_size() as u64, 0),
         libc::EFAULT,
         "fault of an unmapped address",
     )?;
     expect_errno(
-        dev.copy((reg.handle, FAR[0]), (reg.handle, FAR[1]), ps() as u64),
+        dev.copy(
+            (reg.handle, FAR[0]),
+            (reg.handle, FAR[1]),
+            page_size() as u64,
+        ),
         libc::EFAULT,
         "device copy to an unmapped address",
     )?;
@@ -391,11 +388,15 @@ fn implicit_chunks() -> TestResult {
 
     // A device copy between two far-apart addresses (32 TiB apart), page 5 of the first to page
     // 9 of the last: both fault on demand.
-    let (src, dst) = (FAR[0] + 5 * ps() as u64, FAR[2] + 9 * ps() as u64);
-    let faults = dev.copy((reg.handle, src), (reg.handle, dst), ps() as u64)?;
+    let (src, dst) = (
+        FAR[0] + 5 * page_size() as u64,
+        FAR[2] + 9 * page_size() as u64,
+    );
+    let faults = dev.copy((reg.handle, src), (reg.handle, dst), page_size() as u64)?;
     check!(faults >= 2, "device faults of the far copy: {faults}");
     check!(
-        regions[2].bytes()[9 * ps()..10 * ps()] == regions[0].bytes()[5 * ps()..6 * ps()],
+        regions[2].bytes()[9 * page_size()..10 * page_size()]
+            == regions[0].bytes()[5 * page_size()..6 * page_size()],
         "bytes of the far copy"
     );
 
@@ -404,9 +405,9 @@ fn implicit_chunks() -> TestResult {
     pattern(two.bytes_mut(), 0x77);
     let before = dev.stats(reg.handle)?.chunks;
     let at = TWO_CHUNKS + HUGE as u64 - 2048;
-    dev.copy((reg.handle, at), (reg.handle, FAR[0]), ps() as u64)?;
+    dev.copy((reg.handle, at), (reg.handle, FAR[0]), page_size() as u64)?;
     check!(
-        regions[0].bytes()[..ps()] == two.bytes()[HUGE - 2048..HUGE + 2048],
+        regions[0].bytes()[..page_size()] == two.bytes()[HUGE - 2048..HUGE + 2048],
         "bytes of the copy across a chunk boundary"
     );
     check_eq!(
@@ -436,7 +437,7 @@ fn implicit_exit() -> TestResult {
             dev.fault(
                 reg.handle,
                 m.addr() + off as u64,
-                ps() as u64,
+                page_size() as u64,
                 ODP_HMM_FAULT_WRITE,
             )?;
         }
@@ -472,9 +473,13 @@ fn implicit_close() -> TestResult {
 
 fn async_prefetch_no_fault() -> TestResult {
     let n = 32;
-    let mut m = Mapping::anon(n * ps())?;
+    let mut m = Mapping::anon(n * page_size())?;
     for i in 0..n {
-        mark_page(&mut m.bytes_mut()[i * ps()..(i + 1) * ps()], 0x51, i);
+        mark_page(
+            &mut m.bytes_mut()[i * page_size()..(i + 1) * page_size()],
+            0x51,
+            i,
+        );
     }
     let (dev, reg) = register(&m, RW)?;
     let f = dev.fault(
@@ -496,12 +501,19 @@ fn async_prefetch_no_fault() -> TestResult {
     check_eq!(st.pages_now, n as u64, "pages mapped");
     check_eq!(st.fault_calls, 1, "fault calls (the prefetch)");
     for i in 0..n / 2 {
-        let faults = copy_in(&dev, &m, &reg, i * ps(), (n / 2 + i) * ps(), ps())?;
+        let faults = copy_in(
+            &dev,
+            &m,
+            &reg,
+            i * page_size(),
+            (n / 2 + i) * page_size(),
+            page_size(),
+        )?;
         check_eq!(faults, 0, "device faults of copy {i} after the prefetch");
     }
     let b = m.bytes();
     check!(
-        b[..n / 2 * ps()] == b[n / 2 * ps()..],
+        b[..n / 2 * page_size()] == b[n / 2 * page_size()..],
         "bytes after the copies"
     );
     let after = dev.stats(reg.handle)?;
@@ -524,7 +536,12 @@ fn async_prefetch_queued() -> TestResult {
     dev.fault(reg.handle, m.addr(), BIG as u64, async_write)?;
     dev.unregister(reg.handle)?;
     expect_errno(
-        dev.fault(reg.handle, m.addr(), ps() as u64, ODP_HMM_FAULT_ASYNC),
+        dev.fault(
+            reg.handle,
+            m.addr(),
+            page_size() as u64,
+            ODP_HMM_FAULT_ASYNC,
+        ),
         libc::ENOENT,
         "asynchronous fault after unregister",
     )?;
@@ -545,26 +562,31 @@ fn async_prefetch_queued() -> TestResult {
     gauges_back_to_zero("after exit with a prefetch queued")?;
     drop(m);
     // The module still serves a plain copy.
-    let mut m = Mapping::anon(2 * ps())?;
+    let mut m = Mapping::anon(2 * page_size())?;
     m.fill_page(0, 0x12);
     let (dev, reg) = register(&m, RW)?;
     copy_and_check(&dev, &m, &reg, 0, 1)
 }
 
 fn async_prefetch_errors() -> TestResult {
-    let mut m = Mapping::anon(8 * ps())?;
+    let mut m = Mapping::anon(8 * page_size())?;
     m.fill_page(0, 1);
     let (dev, reg) = register(&m, RW)?;
-    m.protect(0, 4 * ps(), libc::PROT_NONE)?;
+    m.protect(0, 4 * page_size(), libc::PROT_NONE)?;
     // The synchronous fault tells why.
     expect_errno(
-        dev.fault(reg.handle, m.addr(), 4 * ps() as u64, 0),
+        dev.fault(reg.handle, m.addr(), 4 * page_size() as u64, 0),
         libc::EFAULT,
         "fault of a PROT_NONE range",
     )?;
     // Two asynchronous ones: both counted, none lost.
     for _ in 0..2 {
-        dev.fault(reg.handle, m.addr(), 4 * ps() as u64, ODP_HMM_FAULT_ASYNC)?;
+        dev.fault(
+            reg.handle,
+            m.addr(),
+            4 * page_size() as u64,
+            ODP_HMM_FAULT_ASYNC,
+        )?;
     }
     let st = wait_stats(&dev, reg.handle, "prefetch_errors", |s| {
         s.prefetch_errors >= 2
@@ -575,8 +597,8 @@ fn async_prefetch_errors() -> TestResult {
     // A good prefetch of the other half still works and is counted apart.
     dev.fault(
         reg.handle,
-        m.addr() + 4 * ps() as u64,
-        4 * ps() as u64,
+        m.addr() + 4 * page_size() as u64,
+        4 * page_size() as u64,
         ODP_HMM_FAULT_ASYNC,
     )?;
     let st = wait_stats(&dev, reg.handle, "prefetched_pages", |s| {
@@ -593,7 +615,7 @@ fn async_prefetch_errors() -> TestResult {
         dev.fault(
             ro.handle,
             m.addr(),
-            ps() as u64,
+            page_size() as u64,
             ODP_HMM_FAULT_WRITE | ODP_HMM_FAULT_ASYNC,
         ),
         libc::EPERM,
@@ -680,7 +702,7 @@ fn uffd_for(addr: u64, len: usize) -> Result<fs::File, Outcome> {
 
 /// The bytes the handler puts in page `page` of the userfaultfd range.
 fn uffd_page(page: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; ps()];
+    let mut buf = vec![0u8; page_size()];
     mark_page(&mut buf, 0x6c, page);
     buf
 }
@@ -704,12 +726,12 @@ fn uffd_handler(uffd: fs::File, base: u64, stop: Arc<AtomicBool>, served: Arc<At
         }
         let mut address = [0u8; 8];
         address.copy_from_slice(&msg[16..24]);
-        let at = u64::from_ne_bytes(address) & !(ps() as u64 - 1);
-        let src = uffd_page(((at - base) / ps() as u64) as usize);
+        let at = u64::from_ne_bytes(address) & !(page_size() as u64 - 1);
+        let src = uffd_page(((at - base) / page_size() as u64) as usize);
         let mut copy = UffdioCopy {
             dst: at,
             src: src.as_ptr() as u64,
-            len: ps() as u64,
+            len: page_size() as u64,
             ..Default::default()
         };
         // SAFETY: UFFDIO_COPY takes a `struct uffdio_copy`; `src` holds a page.
@@ -725,8 +747,8 @@ fn uffd_handler(uffd: fs::File, base: u64, stop: Arc<AtomicBool>, served: Arc<At
 fn uffd_serves() -> TestResult {
     in_child_test(|| {
         let n = 8;
-        let src = Mapping::anon(n * ps())?;
-        let dst = Mapping::anon(n * ps())?;
+        let src = Mapping::anon(n * page_size())?;
+        let dst = Mapping::anon(n * page_size())?;
         let uffd = uffd_for(src.addr(), src.len())?;
         let dev = Device::open()?;
         let sreg = dev.register(src.addr(), src.len() as u64, ODP_HMM_ACCESS_READ, 0)?;
@@ -740,15 +762,15 @@ fn uffd_serves() -> TestResult {
         let result = (|| -> TestResult {
             // Pages 0..4 by device copies (a device page fault each), 4..8 by one FAULT.
             for i in 0..n / 2 {
-                let at = (i * ps()) as u64;
+                let at = (i * page_size()) as u64;
                 let faults = dev.copy(
                     (sreg.handle, src.addr() + at),
                     (dreg.handle, dst.addr() + at),
-                    ps() as u64,
+                    page_size() as u64,
                 )?;
                 check!(faults >= 1, "device faults of copy {i}: {faults}");
             }
-            let half = (n / 2 * ps()) as u64;
+            let half = (n / 2 * page_size()) as u64;
             let f = dev.fault(sreg.handle, src.addr() + half, half, 0)?;
             check_eq!(
                 f.pages_valid,
@@ -756,16 +778,16 @@ fn uffd_serves() -> TestResult {
                 "pages faulted through the handler"
             );
             for i in n / 2..n {
-                let at = (i * ps()) as u64;
+                let at = (i * page_size()) as u64;
                 dev.copy(
                     (sreg.handle, src.addr() + at),
                     (dreg.handle, dst.addr() + at),
-                    ps() as u64,
+                    page_size() as u64,
                 )?;
             }
             for i in 0..n {
                 check!(
-                    dst.bytes()[i * ps()..(i + 1) * ps()] == uffd_page(i)[..],
+                    dst.bytes()[i * page_size()..(i + 1) * page_size()] == uffd_page(i)[..],
                     "page {i}: the device did not read the handler's bytes"
                 );
             }
@@ -787,8 +809,8 @@ fn uffd_no_answer() -> TestResult {
         Err(e) => skip!("device_fault_timeout_ms is not writable: {e}"),
     };
     let result = in_child_test(|| {
-        let src = Mapping::anon(4 * ps())?;
-        let mut dst = Mapping::anon(4 * ps())?;
+        let src = Mapping::anon(4 * page_size())?;
+        let mut dst = Mapping::anon(4 * page_size())?;
         dst.bytes_mut().fill(0x5e);
         let uffd = uffd_for(src.addr(), src.len())?;
         let dev = Device::open()?;
@@ -858,17 +880,22 @@ fn fdinfo(dev: &Device) -> Result<HashMap<u64, HashMap<String, u64>>, Outcome> {
 
 fn stats_fdinfo_agree() -> TestResult {
     let n = 16;
-    let mut m = Mapping::anon(n * ps())?;
+    let mut m = Mapping::anon(n * page_size())?;
     m.advise(0, m.len(), libc::MADV_NOHUGEPAGE)?;
     for i in 0..n {
         m.fill_page(i, i as u8);
     }
     let (dev, reg) = register(&m, RW)?;
-    let other = dev.register(m.addr(), ps() as u64, ODP_HMM_ACCESS_READ, 0)?;
+    let other = dev.register(m.addr(), page_size() as u64, ODP_HMM_ACCESS_READ, 0)?;
     // A known sequence: a sync fault of 8 pages, an async prefetch of the other 8, a device
     // copy within the mapped pages, a MADV_DONTNEED of 2 pages.
-    dev.fault(reg.handle, m.addr(), 8 * ps() as u64, ODP_HMM_FAULT_WRITE)?;
-    let half = 8 * ps() as u64;
+    dev.fault(
+        reg.handle,
+        m.addr(),
+        8 * page_size() as u64,
+        ODP_HMM_FAULT_WRITE,
+    )?;
+    let half = 8 * page_size() as u64;
     dev.fault(
         reg.handle,
         m.addr() + half,
@@ -879,11 +906,11 @@ fn stats_fdinfo_agree() -> TestResult {
         s.prefetched_pages >= 8
     })?;
     check_eq!(
-        copy_in(&dev, &m, &reg, 0, 9 * ps(), ps())?,
+        copy_in(&dev, &m, &reg, 0, 9 * page_size(), page_size())?,
         0,
         "device faults"
     );
-    m.advise(2 * ps(), 2 * ps(), libc::MADV_DONTNEED)?;
+    m.advise(2 * page_size(), 2 * page_size(), libc::MADV_DONTNEED)?;
     let st = dev.stats(reg.handle)?;
     check_eq!(st.faults, 2, "faults (one batch each)");
     check_eq!(st.fault_calls, 2, "fault calls");
@@ -979,12 +1006,16 @@ fn traffic(
     round_base: usize,
 ) -> TestResult {
     let half = m.len() / 2;
-    let pages = half / ps();
+    let pages = half / page_size();
     for round in 0..ROUNDS {
         m.advise(0, m.len(), libc::MADV_DONTNEED)?;
         let seed = (round_base * ROUNDS + round) as u8;
         for p in 0..pages {
-            mark_page(&mut m.bytes_mut()[p * ps()..(p + 1) * ps()], seed, p);
+            mark_page(
+                &mut m.bytes_mut()[p * page_size()..(p + 1) * page_size()],
+                seed,
+                p,
+            );
         }
         let before = dev.stats(reg.handle)?;
         match prefetch {
@@ -1024,11 +1055,11 @@ fn traffic(
         let copied = [0, pages / 3, 2 * pages / 3, pages - 1];
         let mut device_faults = 0;
         for &p in &copied {
-            let at = (p * ps()) as u64;
+            let at = (p * page_size()) as u64;
             device_faults += dev.copy(
                 (reg.handle, m.addr() + at),
                 (reg.handle, m.addr() + half as u64 + at),
-                ps() as u64,
+                page_size() as u64,
             )?;
         }
         let st = dev.stats(reg.handle)?;
@@ -1043,8 +1074,8 @@ fn traffic(
         }
         let b = m.bytes();
         for p in 0..pages {
-            let src = &b[p * ps()..(p + 1) * ps()];
-            let dst = &b[half + p * ps()..half + (p + 1) * ps()];
+            let src = &b[p * page_size()..(p + 1) * page_size()];
+            let dst = &b[half + p * page_size()..half + (p + 1) * page_size()];
             let ok = if copied.contains(&p) {
                 src == dst
             } else {

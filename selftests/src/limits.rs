@@ -5,7 +5,7 @@
 //! with a warning or the OOM killer: the VM harness scans the log), and many registrations on
 //! one file.
 
-use std::{collections::HashSet, fs, time::Instant};
+use std::{collections::HashSet, time::Instant};
 
 use odp_hmm_uapi::*;
 
@@ -58,11 +58,9 @@ fn reserve(len: u64, rw: bool) -> std::io::Result<Mapping> {
 }
 
 fn huge_registrations() -> TestResult {
-    let param = "/sys/module/odp_hmm/parameters/file_limit_mb";
-    let limit_mb: u64 = fs::read_to_string(param)?
-        .trim()
+    let limit_mb: u64 = module_param("file_limit_mb")?
         .parse()
-        .map_err(|e| format!("{param}: {e}"))?;
+        .map_err(|e| format!("file_limit_mb: {e}"))?;
     check!(
         limit_mb != 0 && limit_mb << 20 < SIZES[0].1,
         "file_limit_mb is {limit_mb}: no limit below the sizes tested"

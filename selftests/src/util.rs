@@ -598,6 +598,18 @@ pub fn smaps_kb(addr: u64, key: &str) -> Option<u64> {
     None
 }
 
+/// The sysfs file of odp_hmm's module parameter `name`.
+fn module_param_path(name: &str) -> String {
+    format!("/sys/module/odp_hmm/parameters/{name}")
+}
+
+/// odp_hmm's module parameter `name` as sysfs shows it (trimmed).
+pub fn module_param(name: &str) -> io::Result<String> {
+    Ok(fs::read_to_string(module_param_path(name))?
+        .trim()
+        .to_string())
+}
+
 /// A writable module parameter of odp_hmm, set for a test and put back as it was on drop.
 pub struct ModuleParam {
     path: String,
@@ -607,8 +619,8 @@ pub struct ModuleParam {
 impl ModuleParam {
     /// Sets `/sys/module/odp_hmm/parameters/<name>` to `value`.
     pub fn set(name: &str, value: &str) -> io::Result<Self> {
-        let path = format!("/sys/module/odp_hmm/parameters/{name}");
-        let old = fs::read_to_string(&path)?.trim().to_string();
+        let path = module_param_path(name);
+        let old = module_param(name)?;
         fs::write(&path, value)?;
         Ok(Self { path, old })
     }
