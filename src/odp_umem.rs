@@ -306,6 +306,45 @@ impl MapSlot {
 struct Inner {
     map: MapSlot,
     counters: UmemCounters,
+    /// Pages of two-pass invalidations between their passes.
+    zapping: Zapping,
+}
+
+/// The pages of the two-pass invalidations whose first pass ran and whose second has not: the
+/// driver was told to zap them, but they stay linked until the second pass. Meanwhile the update
+/// lock is free, and a driver that takes it must not see them as reachable, or it would program
+/// its table with addresses that the second pass unlinks. One union of every pending range:
+/// hiding more pages for a while only makes the driver refault them, and `hmm_range_fault()`
+/// waits for the invalidations to end.
+#[derive(Default)]
+struct Zapping {
+    /// Invalidations between their passes.
+    pending: usize,
+    /// Their pages, `first..end` (meaningful while `pending > 0`).
+    first: usize,
+    end: usize,
+}
+
+impl Zapping {
+    /// A first pass left pages `first..end` to its second pass.
+    fn begin(&mut self, first: usize, end: usize) {
+        if self.pending == 0 {
+            (self.first, self.end) = (first, end);
+        } else {
+            (self.first, self.end) = (self.first.min(first), self.end.max(end));
+        }
+        self.pending += 1;
+    }
+
+    /// A second pass ran.
+    fn end(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
+    }
+
+    /// Whether page `idx` is being zapped.
+    fn covers(&self, idx: usize) -> bool {
+        self.pending > 0 && (self.first..self.end).contains(&idx)
+    }
 }
 
 /// A driver that keeps translations of a registration's pages of its own (the in-kernel API,
@@ -430,7 +469,14 @@ impl Invalidate for UmemState {
             (Some(client), Some((start, end))) => {
                 client.invalidate_start(start, end);
                 // No fault can commit until the invalidation ends (`set_seq`), so the lock may
-                // go until the second pass.
+                // go until the second pass; what a driver reads under it meanwhile must not
+                // offer these pages.
+                if let Some(span) = self.span_of(&range) {
+                    let (first, end) = inner.map.live().map_or((span.first, span.end), |map| {
+                        map.unit_span(span.first, span.end)
+                    });
+                    inner.zapping.begin(first, end);
+                }
                 FirstPass::Finish
             }
             _ => {
@@ -448,6 +494,7 @@ impl Invalidate for UmemState {
             client.invalidate_finish(start, end);
         }
         self.unmap(&mut inner, range, true);
+        inner.zapping.end();
     }
 }
 
@@ -491,6 +538,7 @@ impl OdpUmem {
                             revoked: Revoked::Unregistered,
                         },
                         counters: UmemCounters::default(),
+                        zapping: Zapping::default(),
                     },
                     "UmemState::inner"
                 ),
@@ -680,7 +728,7 @@ impl OdpUmem {
             return Ok(None);
         }
         let committing = Instant::<Monotonic>::now();
-        let Inner { map, counters } = &mut *inner;
+        let Inner { map, counters, .. } = &mut *inner;
         let map = map.live()?;
         counters.faults += 1;
         let valid = scratch
@@ -904,17 +952,25 @@ impl Locked<'_> {
             return Err(ERANGE);
         }
         let mut p2p = P2pCache::new(self.umem.dev.dma().pci());
-        Ok(self.inner.map.live()?.page(idx, &mut p2p))
+        let Inner { map, zapping, .. } = &mut *self.inner;
+        let mut view = map.live()?.page(idx, &mut p2p);
+        if zapping.covers(idx) {
+            view.dma_addr = None;
+        }
+        Ok(view)
     }
 
     /// How many pages of `span` the device can reach (with write access, if `write`).
     fn reachable(&mut self, span: PageSpan, write: bool) -> Result<usize> {
         let mut p2p = P2pCache::new(self.umem.dev.dma().pci());
-        let map = self.inner.map.live()?;
+        let Inner { map, zapping, .. } = &mut *self.inner;
+        let map = map.live()?;
         Ok((span.first..span.end)
             .filter(|&idx| {
                 let view = map.page(idx, &mut p2p);
-                view.dma_addr.is_some() && (!write || view.state.is_writable())
+                view.dma_addr.is_some()
+                    && !zapping.covers(idx)
+                    && (!write || view.state.is_writable())
             })
             .count())
     }
