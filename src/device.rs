@@ -247,6 +247,10 @@ impl OdpFile {
         let current = current!();
         let mm = current.mm().ok_or(EPERM)?;
         let implicit = req.flags & uapi::REGISTER_IMPLICIT != 0;
+        // Pinning needs the pages to exist: an implicit registration has none yet.
+        if implicit && backend == Backend::Pinned {
+            return Err(EINVAL);
+        }
         let (addr, length) = match (req.addr, req.length) {
             // The whole user address space (from the first page: 0 is never mapped).
             (0, 0) if implicit => (PAGE_SIZE as u64, task_size(mm) - PAGE_SIZE as u64),

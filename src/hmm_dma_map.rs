@@ -17,13 +17,15 @@
 //! errno. [`link_plan`](crate::link_plan) documents the grouping rules.
 //!
 //! The kernel's helper itself (`backend=kernel`), the pre-IOVA design (`legacy`: `dma_map_phys()`
-//! and a stored address per page) and no mapping at all (`none`, the cost of faulting alone) sit
-//! behind the same interface, for A/B tests and benchmarks.
+//! and a stored address per page), no mapping at all (`none`, the cost of faulting alone) and no
+//! ODP at all (`pinned`: every page pinned and linked at registration, as a classic RDMA memory
+//! region) sit behind the same interface, for A/B tests and benchmarks.
 //!
 //! Every method runs under the registration's update lock (see `odp_umem.rs`) and allocates
 //! nothing: that lock is taken by invalidations that may come from memory reclaim.
 
 use kernel::{
+    mm::Mm,
     page::{
         PAGE_SHIFT,
         PAGE_SIZE, //
@@ -43,6 +45,7 @@ use crate::{
             DmaDev,
             IovaWindow, //
         },
+        gup::PinnedPages,
         hmm::HmmPage,
         kernel_hmm_dma::{
             KernelHmmDmaMap,
@@ -51,7 +54,10 @@ use crate::{
         kvmem::StateArray,
         mm::set_pfn_dirty,
         p2pdma::any_p2p,
-        sched::cond_resched,
+        sched::{
+            cond_resched,
+            fatal_signal_pending, //
+        },
     },
     link_plan::{
         Candidate,
@@ -84,6 +90,8 @@ pub(crate) enum Backend {
     Legacy,
     /// Fault only; nothing is mapped.
     None,
+    /// Not ODP: every page pinned and mapped (as this manager maps) at registration.
+    Pinned,
 }
 
 impl Backend {
@@ -94,6 +102,7 @@ impl Backend {
             uapi::BACKEND_KERNEL => Ok(Self::Kernel),
             uapi::BACKEND_LEGACY => Ok(Self::Legacy),
             uapi::BACKEND_NONE => Ok(Self::None),
+            uapi::BACKEND_PINNED => Ok(Self::Pinned),
             _ => Err(EINVAL),
         }
     }
@@ -105,6 +114,7 @@ impl Backend {
             Self::Kernel => "kernel",
             Self::Legacy => "legacy",
             Self::None => "none",
+            Self::Pinned => "pinned",
         }
     }
 
@@ -115,6 +125,7 @@ impl Backend {
             Self::Kernel => uapi::BACKEND_KERNEL,
             Self::Legacy => uapi::BACKEND_LEGACY,
             Self::None => uapi::BACKEND_NONE,
+            Self::Pinned => uapi::BACKEND_PINNED,
         }
     }
 }
@@ -214,6 +225,9 @@ pub(crate) struct HmmDmaMap {
     published_pages: u64,
     /// What it added to [`gauges::IOVA_BYTES`] and [`gauges::BOOKKEEPING_BYTES`].
     published_bytes: (u64, u64),
+    /// The pages of a pinned registration (`Backend::Pinned`), unpinned after everything was
+    /// unmapped (a field drops after [`Drop::drop`] ran).
+    pinned: Option<PinnedPages>,
 }
 
 /// The Rust manager's calls into the DMA API, counted and timed.
@@ -223,6 +237,10 @@ struct DmaOps<'a> {
     counters: &'a mut MapCounters,
     /// Whether a long unmap may reschedule (not in a non-blocking invalidation).
     may_sleep: bool,
+    /// Whether to mark written pages dirty when they are unmapped: not for pinned pages, which
+    /// `unpin_user_pages_dirty_lock()` marks when it unpins them (they may no longer be mapped
+    /// in the mm, so the invalidation's rule for dirtying does not hold for them).
+    mark_dirty: bool,
 }
 
 impl MapOps for DmaOps<'_> {
@@ -309,8 +327,12 @@ impl MapOps for DmaOps<'_> {
     }
 
     fn dirty(&mut self, pfn: u64) {
+        if !self.mark_dirty {
+            return;
+        }
         // SAFETY: `link_plan` marks only pages whose words say `DMA_MAPPED`, before it clears
-        // them: they are still mapped in the mm (the type invariants of `HmmDmaMap`).
+        // them: they are still mapped in the mm (the type invariants of `HmmDmaMap`; pinned
+        // pages are not marked here).
         unsafe { set_pfn_dirty(pfn) };
     }
 
@@ -335,6 +357,9 @@ impl From<LinkClass> for Access {
         }
     }
 }
+
+/// Pages a pinned registration maps per IOTLB sync (as a fault batch does).
+const PIN_MAP_BATCH: usize = 512;
 
 /// Bytes of `npages` pages.
 fn bytes(npages: usize) -> usize {
@@ -363,7 +388,7 @@ impl HmmDmaMap {
             return Err(EOPNOTSUPP);
         }
         let window = match backend {
-            Backend::Rust => IovaWindow::try_alloc(dev, bytes(npages)),
+            Backend::Rust | Backend::Pinned => IovaWindow::try_alloc(dev, bytes(npages)),
             _ => None,
         };
         let coalesce = window.is_some();
@@ -372,7 +397,7 @@ impl HmmDmaMap {
             Backend::None => Store::Unmapped {
                 states: StateArray::zeroed(npages)?,
             },
-            Backend::Rust | Backend::Legacy => {
+            Backend::Rust | Backend::Legacy | Backend::Pinned => {
                 let states = StateArray::zeroed(npages)?;
                 match window {
                     Some(window) => Store::Iova { states, window },
@@ -392,7 +417,7 @@ impl HmmDmaMap {
             backend,
             grouping: Grouping {
                 first_vpn,
-                folio_units: backend == Backend::Rust,
+                folio_units: matches!(backend, Backend::Rust | Backend::Pinned),
                 coalesce,
             },
             store,
@@ -400,11 +425,72 @@ impl HmmDmaMap {
             counters: MapCounters::default(),
             published_pages: 0,
             published_bytes: (0, 0),
+            pinned: None,
         };
         map.published_bytes = (map.iova_bytes(), map.bookkeeping_bytes());
         gauges::IOVA_BYTES.add(map.published_bytes.0);
         gauges::BOOKKEEPING_BYTES.add(map.published_bytes.1);
         Ok(map)
+    }
+
+    /// Pins the `npages` pages at user address `start` of `mm` (the current task's address
+    /// space), virtual page `first_vpn` on, and maps them all for `dev`, writable if `writable`:
+    /// a [`Backend::Pinned`] registration, whole before anyone can use it. The pages are mapped
+    /// in the units this manager makes for a fault (folios whole, contiguous runs in aligned
+    /// blocks), with one IOTLB sync per batch of [`PIN_MAP_BATCH`] pages.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Self::new`] and [`PinnedPages::pin`], `EINTR` on a fatal signal, mapping errors
+    /// (what was pinned and mapped is undone).
+    pub(crate) fn new_pinned(
+        dev: &DmaDev,
+        mm: &Mm,
+        first_vpn: u64,
+        start: u64,
+        npages: usize,
+        writable: bool,
+    ) -> Result<Self> {
+        let mut map = Self::new(dev, Backend::Pinned, first_vpn, npages)?;
+        map.pinned = Some(PinnedPages::pin(mm, start, npages, writable)?);
+        let grown = map.bookkeeping_bytes() - map.published_bytes.1;
+        gauges::BOOKKEEPING_BYTES.add(grown);
+        map.published_bytes.1 += grown;
+        let batch = npages.min(PIN_MAP_BATCH);
+        let mut words = KVec::from_elem(0u64, batch, GFP_KERNEL)?;
+        let mut links = KVec::from_elem(Link::default(), batch, GFP_KERNEL)?;
+        let mut first = 0;
+        while first < npages {
+            let n = (npages - first).min(batch);
+            let pinned = map.pinned.as_ref().ok_or(EINVAL)?;
+            for (k, word) in words[..n].iter_mut().enumerate() {
+                let page = pinned.page(first + k).ok_or(EINVAL)?;
+                // The word `hmm_range_fault()` would report, with the folio's order: the link
+                // plan maps the folio whole only where all of it is in the batch and aligned.
+                *word = HmmPfn::new_valid(page.pfn, writable, page.folio_order).raw();
+            }
+            map.commit(first, &words[..n], writable, &mut links[..n])?;
+            first += n;
+            if fatal_signal_pending() {
+                return Err(EINTR);
+            }
+            cond_resched();
+        }
+        Ok(map)
+    }
+
+    /// Whether invalidations of the address space unmap this map's pages: not those of a pinned
+    /// registration, which stay allocated and mapped for the device until it goes.
+    pub(crate) fn follows_mm(&self) -> bool {
+        self.pinned.is_none()
+    }
+
+    /// How many of pages `first..end` are mapped for the device.
+    pub(crate) fn mapped_in(&self, first: usize, end: usize) -> usize {
+        let end = end.min(self.npages);
+        self.states()
+            .get(first..end)
+            .map_or(0, |s| s.iter().filter(|s| s.is_dma_mapped()).count())
     }
 
     /// Brings [`gauges::PAGES_MAPPED`] up to date with this map.
@@ -455,20 +541,23 @@ impl HmmDmaMap {
 
     /// Kernel memory held for per-page state, in bytes.
     pub(crate) fn bookkeeping_bytes(&self) -> u64 {
-        let per_page = match &self.store {
-            Store::Iova { .. } | Store::Unmapped { .. } => size_of::<HmmPfn>(),
-            Store::Map { addrs, .. } => {
-                size_of::<HmmPfn>() + addrs.as_ref().map_or(0, |_| size_of::<u64>())
-            }
-            Store::Kernel(map) => {
-                size_of::<u64>()
-                    + if map.has_dma_list() {
-                        size_of::<u64>()
-                    } else {
-                        0
-                    }
-            }
-        };
+        // A pinned registration also keeps a pointer per page (`struct page *`).
+        let pins = self.pinned.as_ref().map_or(0, |_| size_of::<usize>());
+        let per_page = pins
+            + match &self.store {
+                Store::Iova { .. } | Store::Unmapped { .. } => size_of::<HmmPfn>(),
+                Store::Map { addrs, .. } => {
+                    size_of::<HmmPfn>() + addrs.as_ref().map_or(0, |_| size_of::<u64>())
+                }
+                Store::Kernel(map) => {
+                    size_of::<u64>()
+                        + if map.has_dma_list() {
+                            size_of::<u64>()
+                        } else {
+                            0
+                        }
+                }
+            };
         // CAST: A registration's size fits `u64`.
         (per_page * self.npages) as u64
     }
@@ -564,21 +653,16 @@ impl HmmDmaMap {
         let result = match self.backend {
             Backend::Kernel => self.commit_kernel(first, faulted, want_write, p2p, &mut done),
             Backend::None => {
-                self.commit_unmapped(first, faulted);
+                done.valid = self.commit_unmapped(first, faulted);
                 Ok(())
             }
-            Backend::Rust | Backend::Legacy => {
+            Backend::Rust | Backend::Legacy | Backend::Pinned => {
                 self.commit_own(first, faulted, want_write, links, p2p, &mut done)
             }
         };
         // What was mapped before a failure stays mapped, and counts.
         self.publish_pages();
         result?;
-        let floor = self.backend == Backend::None;
-        done.valid = self.states()[first..end]
-            .iter()
-            .filter(|s| s.is_valid() && (floor || s.is_dma_mapped()))
-            .count();
         Ok(done)
     }
 
@@ -589,6 +673,7 @@ impl HmmDmaMap {
             grouping,
             store,
             counters,
+            pinned,
             ..
         } = self;
         let (states, sink) = match store {
@@ -601,6 +686,7 @@ impl HmmDmaMap {
             sink,
             counters,
             may_sleep,
+            mark_dirty: pinned.is_none(),
         };
         Some((states, ops, *grouping))
     }
@@ -681,6 +767,8 @@ impl HmmDmaMap {
         ops.counters.p2p_host_bridge_pages += mapped.host_bridge_pages as u64;
         ops.counters.pages_unmapped += mapped.rolled_back as u64;
         done.mapped += mapped.pages - mapped.rolled_back.min(mapped.pages);
+        // Mapped now: what was (peer pages reached by bus address included), and what was linked.
+        done.valid = mapped.already + mapped.pages - mapped.rolled_back.min(mapped.pages);
         let flush = matches!(ops.sink, Sink::Map(_)) && dropped + mapped.rolled_back > 0;
         if flush {
             self.dev.flush_lazy();
@@ -708,6 +796,7 @@ impl HmmDmaMap {
             let old = map.pfns()[idx];
             let was_mapped = old.is_dma_mapped();
             if !new.is_valid() || new.is_error() {
+                done.valid += usize::from(was_mapped);
                 continue;
             }
             // Take the word from HMM (the sticky DMA bits stay). The device may write only what
@@ -715,6 +804,7 @@ impl HmmDmaMap {
             let writable = (was_mapped && old.is_writable()) || want_write;
             map.set_word(idx, new.with_write(writable && new.is_writable()));
             if was_mapped {
+                done.valid += 1;
                 continue;
             }
             // SAFETY: The word now holds the page `hmm_range_fault()` reported, and the caller
@@ -747,23 +837,28 @@ impl HmmDmaMap {
             }
             self.counters.pages_mapped += 1;
             done.mapped += 1;
+            done.valid += 1;
         }
         Ok(())
     }
 
     /// [`Self::commit`] without mapping: records what was faulted (the benchmark floor).
-    fn commit_unmapped(&mut self, first: usize, faulted: &[u64]) {
+    /// Returns the number of valid pages.
+    fn commit_unmapped(&mut self, first: usize, faulted: &[u64]) -> usize {
         let Store::Unmapped { states } = &mut self.store else {
-            return;
+            return 0;
         };
+        let mut valid = 0;
         for (slot, &word) in states[first..first + faulted.len()].iter_mut().zip(faulted) {
             let new = HmmPfn::from_raw(word);
             *slot = if new.is_valid() && !new.is_error() {
+                valid += 1;
                 HmmPfn::new_valid(new.pfn(), new.is_writable(), new.order())
             } else {
                 HmmPfn::EMPTY
             };
         }
+        valid
     }
 
     /// Makes pages `first..end` unreachable by the device, and forgets them: when this returns

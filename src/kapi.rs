@@ -17,6 +17,7 @@ const _: () = assert!(size_of::<usize>() == size_of::<u64>());
 pub(crate) mod completion;
 pub(crate) mod dma;
 pub(crate) mod driver_abi;
+pub(crate) mod gup;
 pub(crate) mod hmm;
 pub(crate) mod interval_notifier;
 pub(crate) mod kernel_hmm_dma;

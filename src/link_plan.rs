@@ -129,6 +129,8 @@ pub(crate) struct Mapped {
     pub(crate) host_bridge_pages: usize,
     /// Pages unmapped again because the IOTLB sync failed.
     pub(crate) rolled_back: usize,
+    /// Pages of the batch that were mapped already (and left as they were).
+    pub(crate) already: usize,
 }
 
 /// How a registration's pages may be grouped into calls.
@@ -380,6 +382,11 @@ impl Grouping {
         else {
             return 0;
         };
+        // Only a mapped page can be stale, and most batches map pages for the first time: one
+        // cheap look at the words first.
+        if mapped_count(batch) == 0 {
+            return 0;
+        }
         let stale =
             |(old, &new): (&HmmPfn, &u64)| must_remap(*old, HmmPfn::from_raw(new), want_write);
         // Rare: look before acting.
@@ -421,9 +428,12 @@ impl Grouping {
         if links.len() < len {
             return (done, Ok(()));
         }
-        // Plan the links, reading the state words...
+        // Plan the links, reading the state words (which need no look in a batch of which
+        // nothing is mapped yet, the common case)...
+        done.already = mapped_count(batch);
+        let fresh = done.already == 0;
         let wanted = |i: usize| {
-            if batch[i].is_dma_mapped() {
+            if !fresh && batch[i].is_dma_mapped() {
                 None
             } else {
                 candidate(i)
@@ -443,12 +453,14 @@ impl Grouping {
         for link in &links[..made.min(planned)] {
             let (lo, hi) = span.unwrap_or((link.first, link.first));
             span = Some((lo.min(link.first), hi.max(link.first + link.npages)));
-            for (slot, pfn) in states[link.first..link.first + link.npages]
+            // Every word of a unit is the first one's with the next frame number.
+            let head = HmmPfn::new_valid(link.pfn, link.class.writable, 0)
+                .mapped(link.class.kind, link.unit_order);
+            for (slot, k) in states[link.first..link.first + link.npages]
                 .iter_mut()
-                .zip(link.pfn..)
+                .zip(0..)
             {
-                *slot = HmmPfn::new_valid(pfn, link.class.writable, 0)
-                    .mapped(link.class.kind, link.unit_order);
+                *slot = head.with_pfn_offset(k);
             }
             done.pages += link.npages;
             if link.class.kind == MapKind::P2pHostBridge {
@@ -487,6 +499,11 @@ pub(crate) fn must_remap(old: HmmPfn, new: HmmPfn, want_write: bool) -> bool {
     // A different page cannot be mapped without an invalidation in between; if it ever is, the
     // stale mapping must go. A read-only mapping that is now to be written is remapped writable.
     old.pfn() != new.pfn() || (want_write && !old.is_writable())
+}
+
+/// The number of words of `states` that say `DMA_MAPPED`.
+fn mapped_count(states: &[HmmPfn]) -> usize {
+    states.iter().filter(|s| s.is_dma_mapped()).count()
 }
 
 /// A `usize` page count or index as `u64`.

@@ -402,7 +402,8 @@ impl UmemState {
     fn unmap(&self, inner: &mut Inner, range: &PassRange, blockable: bool) {
         let start = Instant::<Monotonic>::now();
         let unmapped = match (self.span_of(range), inner.map.live()) {
-            (Some(span), Ok(map)) => map.unmap(span.first, span.end, blockable),
+            // A pinned registration keeps its pages whatever the mm does (see the uAPI header).
+            (Some(span), Ok(map)) if map.follows_mm() => map.unmap(span.first, span.end, blockable),
             _ => 0,
         };
         inner.counters.unmap_ns += elapsed_ns(start);
@@ -523,7 +524,17 @@ impl OdpUmem {
         backend: Backend,
         client: Option<KBox<dyn UmemClient>>,
     ) -> Result<Arc<Self>> {
-        let map = HmmDmaMap::new(dev.dma(), backend, range.first_vpn(), range.npages())?;
+        let map = match backend {
+            Backend::Pinned => HmmDmaMap::new_pinned(
+                dev.dma(),
+                mm,
+                range.first_vpn(),
+                range.start(),
+                range.npages(),
+                writable,
+            )?,
+            _ => HmmDmaMap::new(dev.dma(), backend, range.first_vpn(), range.npages())?,
+        };
         let two_pass = client.as_ref().is_some_and(|c| c.two_pass());
         let notifier = IntervalNotifier::insert(
             mm,
@@ -664,6 +675,9 @@ impl OdpUmem {
         if request == Request::Write && !self.writable {
             return Err(EPERM);
         }
+        if let Some(pinned) = self.pinned_pages(span)? {
+            return Ok(pinned);
+        }
         let mm = self.mm.mmget_not_zero().ok_or(ESRCH)?;
         // Scratch space, allocated here: nothing may allocate under the update lock.
         let batch = span.len().min(FAULT_BATCH);
@@ -697,6 +711,22 @@ impl OdpUmem {
             done.refused += committed.refused as u64;
         }
         Ok(done)
+    }
+
+    /// What a fault of `span` finds in a pinned registration, which mapped everything when it was
+    /// made and faults nothing: `None` for any other.
+    fn pinned_pages(&self, span: PageSpan) -> Result<Option<Faulted>> {
+        let mut inner = self.state().inner.lock();
+        let map = inner.map.live()?;
+        if map.follows_mm() {
+            return Ok(None);
+        }
+        Ok(Some(Faulted {
+            mapped: 0,
+            // CAST: A page count fits `u64`.
+            valid: map.mapped_in(span.first, span.end) as u64,
+            refused: 0,
+        }))
     }
 
     /// One attempt at faulting and committing `chunk`: `None` if the range changed meanwhile

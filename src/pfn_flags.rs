@@ -143,6 +143,12 @@ impl HmmPfn {
         Self(without | DMA_MAPPED | kind_bits | order_bits(order))
     }
 
+    /// This word with `offset` added to its page frame number, flags unchanged (the frames of
+    /// one unit). Like [`Self::new_valid`], it keeps the frame number to its field.
+    pub(crate) const fn with_pfn_offset(self, offset: u64) -> Self {
+        Self((self.0 & FLAGS) | (self.0.wrapping_add(offset) & !FLAGS))
+    }
+
     /// This word with the write permission set or cleared.
     pub(crate) const fn with_write(self, writable: bool) -> Self {
         if writable {

@@ -348,3 +348,28 @@ fn with_write_sets_and_clears_only_write() {
         assert_eq!(clear.is_error(), w.is_error());
     }
 }
+
+#[test]
+fn with_pfn_offset_moves_only_the_pfn() {
+    for kind in KINDS {
+        for order in [0, 1, 9, 18, MAX_ORDER] {
+            for writable in [false, true] {
+                let head = HmmPfn::new_valid(0x12_3400, writable, 0).mapped(kind, order);
+                for k in [0, 1, 63, 511] {
+                    let w = head.with_pfn_offset(k);
+                    assert_eq!(w.pfn(), 0x12_3400 + k);
+                    assert_eq!(w.raw() & FLAGS, head.raw() & FLAGS);
+                    assert_eq!(
+                        w,
+                        HmmPfn::new_valid(0x12_3400 + k, writable, 0).mapped(kind, order)
+                    );
+                }
+            }
+        }
+    }
+    // The frame number stays in its field, as `new_valid` keeps it, and the flags stay.
+    let top = HmmPfn::new_valid(PFN_FIELD, true, 0).mapped(MapKind::Memory, 3);
+    let wrapped = top.with_pfn_offset(1);
+    assert_eq!(wrapped.pfn(), 0);
+    assert_eq!(wrapped.raw() & FLAGS, top.raw() & FLAGS);
+}

@@ -150,6 +150,18 @@ pub const TESTS: &[&Test] = &[
         name: "register_1gib_costs_only_bookkeeping",
         run: register_1gib,
     },
+    &Test {
+        name: "pinned_registration",
+        run: pinned_registration,
+    },
+    &Test {
+        name: "pinned_refused_inputs",
+        run: pinned_refused_inputs,
+    },
+    &Test {
+        name: "pinned_memlock_limit",
+        run: pinned_memlock_limit,
+    },
 ];
 
 fn ps() -> usize {
@@ -1429,4 +1441,260 @@ fn register_1gib() -> TestResult {
         "pages mapped after one fault"
     );
     Ok(())
+}
+
+/// `VmPin` of this process (`mm->pinned_vm`), in KiB.
+fn vm_pin_kb() -> Option<u64> {
+    fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmPin:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `ODP_HMM_BACKEND_PINNED`: everything pinned and mapped at registration, kept whatever the
+/// mapping does afterwards, given back at unregister.
+fn pinned_registration() -> TestResult {
+    let n = 8;
+    let mut m = Mapping::anon(n * ps())?;
+    for i in 0..n {
+        m.fill_page(i, 0x30 + i as u8);
+    }
+    let dev = Device::open()?;
+    let info = dev.info()?;
+    let pin_before = vm_pin_kb().ok_or("no VmPin")?;
+    let reg = dev.register(m.addr(), m.len() as u64, RW, ODP_HMM_BACKEND_PINNED)?;
+    check_eq!(reg.backend, ODP_HMM_BACKEND_PINNED, "backend");
+    check_eq!(
+        vm_pin_kb().ok_or("no VmPin")? - pin_before,
+        (n * ps() / 1024) as u64,
+        "VmPin after pinning (KiB)"
+    );
+    // Everything is mapped before any fault.
+    let snap = dev.snapshot(reg.handle, m.addr(), n)?;
+    check!(
+        snap.iter()
+            .all(|p| p.flags & ODP_HMM_PAGE_DMA_MAPPED != 0 && p.flags & ODP_HMM_PAGE_WRITE != 0),
+        "pages after registering: {}",
+        flags_str(&snap)
+    );
+    if reg.dma_mode == ODP_HMM_DMA_MODE_IOVA {
+        check!(translates(&info), "IOVA mode without a translating domain");
+        for (i, p) in snap.iter().enumerate() {
+            check_eq!(
+                p.dma_addr,
+                reg.iova_base + (i * ps()) as u64,
+                "DMA address of page {i}"
+            );
+        }
+    }
+    let st = dev.stats(reg.handle)?;
+    check_eq!(st.pages_now, n as u64, "pages mapped");
+    check_eq!(st.faults, 0, "hmm_range_fault() calls");
+    // Per page: a state word and a page pointer.
+    check_eq!(st.bookkeeping_bytes, 16 * n as u64, "bookkeeping");
+    let done = dev.fault(reg.handle, m.addr(), m.len() as u64, ODP_HMM_FAULT_WRITE)?;
+    check_eq!(
+        (done.pages_mapped, done.pages_valid),
+        (0, n as u64),
+        "a fault maps nothing new"
+    );
+    check_eq!(
+        copy_in(&dev, &m, &reg, ps(), 5 * ps(), ps())?,
+        0,
+        "device page faults"
+    );
+    check!(
+        m.bytes()[ps()..2 * ps()] == m.bytes()[5 * ps()..6 * ps()],
+        "bytes after a device copy"
+    );
+    // MADV_DONTNEED gives the process a new (zero) page 3; the device keeps the pinned one,
+    // with the old bytes: the two no longer share it, as with a pinned RDMA region.
+    let old3 = m.bytes()[3 * ps()..4 * ps()].to_vec();
+    // SAFETY: Page 3 of our own mapping.
+    let advised = unsafe {
+        libc::madvise(
+            (m.addr() + 3 * ps() as u64) as *mut libc::c_void,
+            ps(),
+            libc::MADV_DONTNEED,
+        )
+    };
+    check_eq!(advised, 0, "madvise");
+    check!(
+        m.bytes()[3 * ps()..4 * ps()].iter().all(|&b| b == 0),
+        "page 3 after MADV_DONTNEED"
+    );
+    let after = dev.snapshot(reg.handle, m.addr(), n)?;
+    check!(
+        after == snap,
+        "pinned pages after MADV_DONTNEED: {}",
+        flags_str(&after)
+    );
+    check_eq!(dev.stats(reg.handle)?.pages_unmapped, 0, "pages unmapped");
+    copy_in(&dev, &m, &reg, 3 * ps(), 6 * ps(), ps())?;
+    check!(
+        m.bytes()[6 * ps()..7 * ps()] == old3[..],
+        "the device read the pinned page 3, not the process's new one"
+    );
+    // munmap does not unmap it for the device either; unregister does, and unpins.
+    m.unmap_part(7 * ps(), ps())?;
+    check_eq!(
+        dev.stats(reg.handle)?.pages_now,
+        n as u64,
+        "pages mapped after munmap"
+    );
+    dev.unregister(reg.handle)?;
+    check_eq!(
+        vm_pin_kb().ok_or("no VmPin")?,
+        pin_before,
+        "VmPin after unregister"
+    );
+    module_works(&dev)
+}
+
+/// What a pinned registration refuses: implicit, memory it cannot pin.
+fn pinned_refused_inputs() -> TestResult {
+    let dev = Device::open()?;
+    let live = dev.info()?.live_registrations;
+    let pin_before = vm_pin_kb().ok_or("no VmPin")?;
+    let mut arg = odp_hmm_register {
+        version: ODP_HMM_ABI_VERSION,
+        flags: RW | ODP_HMM_REGISTER_IMPLICIT,
+        backend: ODP_HMM_BACKEND_PINNED,
+        ..Default::default()
+    };
+    // SAFETY: `ODP_HMM_IOC_REGISTER` takes a `struct odp_hmm_register`.
+    let implicit = unsafe { dev.raw_ioctl(ODP_HMM_IOC_REGISTER, &mut arg) };
+    expect_errno(implicit, libc::EINVAL, "implicit pinned registration")?;
+    // A writable pin of read-only memory fails part-way: what was pinned is given back.
+    let mut m = Mapping::anon(8 * ps())?;
+    m.fill_page(0, 1);
+    // SAFETY: Our own mapping; only the upper half becomes read-only.
+    let ret = unsafe {
+        libc::mprotect(
+            (m.addr() + 4 * ps() as u64) as *mut libc::c_void,
+            4 * ps(),
+            libc::PROT_READ,
+        )
+    };
+    check_eq!(ret, 0, "mprotect");
+    expect_errno(
+        dev.register(m.addr(), m.len() as u64, RW, ODP_HMM_BACKEND_PINNED),
+        libc::EFAULT,
+        "writable pinned registration of read-only memory",
+    )?;
+    check_eq!(dev.info()?.live_registrations, live, "live registrations");
+    check_eq!(
+        vm_pin_kb().ok_or("no VmPin")?,
+        pin_before,
+        "VmPin after the failure"
+    );
+    // A read-only one of the same memory is fine.
+    let reg = dev.register(
+        m.addr(),
+        m.len() as u64,
+        ODP_HMM_ACCESS_READ,
+        ODP_HMM_BACKEND_PINNED,
+    )?;
+    let snap = dev.snapshot(reg.handle, m.addr(), 8)?;
+    check!(
+        snap.iter()
+            .all(|p| p.flags & ODP_HMM_PAGE_DMA_MAPPED != 0 && p.flags & ODP_HMM_PAGE_WRITE == 0),
+        "read-only pinned pages: {}",
+        flags_str(&snap)
+    );
+    expect_errno(
+        dev.fault(reg.handle, m.addr(), m.len() as u64, ODP_HMM_FAULT_WRITE),
+        libc::EPERM,
+        "write fault of a read-only pinned registration",
+    )?;
+    dev.unregister(reg.handle)?;
+    check_eq!(
+        vm_pin_kb().ok_or("no VmPin")?,
+        pin_before,
+        "VmPin after unregister"
+    );
+    module_works(&dev)
+}
+
+/// `struct __user_cap_header_struct` and `struct __user_cap_data_struct` (capability(7)).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drops `CAP_IPC_LOCK` from this (forked) process.
+fn drop_cap_ipc_lock() -> std::io::Result<()> {
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: `capget` fills two data structs for version 3.
+    syscall_result(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) })?;
+    const CAP_IPC_LOCK: u32 = 14;
+    let bit = 1u32 << CAP_IPC_LOCK;
+    data[0].effective &= !bit;
+    data[0].permitted &= !bit;
+    data[0].inheritable &= !bit;
+    // SAFETY: As above; the structs are initialised.
+    syscall_result(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) })?;
+    Ok(())
+}
+
+/// Without `CAP_IPC_LOCK`, pinned registrations are bounded by `RLIMIT_MEMLOCK`.
+fn pinned_memlock_limit() -> TestResult {
+    in_child_test(|| {
+        let limit = libc::rlimit {
+            rlim_cur: (4 * ps()) as libc::rlim_t,
+            rlim_max: (4 * ps()) as libc::rlim_t,
+        };
+        // SAFETY: A plain syscall in the forked child.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+            skip!("setrlimit: {}", std::io::Error::last_os_error());
+        }
+        if let Err(e) = drop_cap_ipc_lock() {
+            skip!("cannot drop CAP_IPC_LOCK: {e}");
+        }
+        let m = Mapping::anon(8 * ps())?;
+        let dev = Device::open()?;
+        let pin = |first: usize, n: usize| {
+            dev.register(
+                m.addr() + (first * ps()) as u64,
+                (n * ps()) as u64,
+                RW,
+                ODP_HMM_BACKEND_PINNED,
+            )
+        };
+        expect_errno(pin(0, 8), libc::ENOMEM, "8 pages over a 4-page limit")?;
+        let a = pin(0, 3)?;
+        expect_errno(pin(3, 2), libc::ENOMEM, "3 + 2 pages over a 4-page limit")?;
+        let b = pin(3, 1)?;
+        check_eq!(
+            vm_pin_kb().ok_or("no VmPin")?,
+            (4 * ps() / 1024) as u64,
+            "VmPin"
+        );
+        dev.unregister(a.handle)?;
+        let c = pin(4, 3)?;
+        dev.unregister(b.handle)?;
+        dev.unregister(c.handle)?;
+        check_eq!(vm_pin_kb().ok_or("no VmPin")?, 0, "VmPin after unregister");
+        // ODP registrations pin nothing and are not bounded by it.
+        let odp = dev.register(m.addr(), m.len() as u64, RW, ODP_HMM_BACKEND_DEFAULT)?;
+        dev.fault(odp.handle, m.addr(), m.len() as u64, ODP_HMM_FAULT_WRITE)?;
+        dev.unregister(odp.handle)?;
+        Ok(())
+    })
 }

@@ -7,6 +7,7 @@
  * bindgen cannot turn into callable functions.
  */
 
+#include <linux/capability.h>
 #include <linux/dma-mapping.h>
 #include <linux/hmm.h>
 #include <linux/iommu.h>
@@ -267,6 +268,35 @@ void odp_shim_set_pfn_dirty(unsigned long pfn)
 	folio_mark_dirty(page_folio(pfn_to_page(pfn)));
 }
 
+/*
+ * Charges @npages long-term pinned pages to @mm's pinned_vm, against the
+ * current task's RLIMIT_MEMLOCK unless it has CAP_IPC_LOCK: what ib_umem_get()
+ * does for a pinned RDMA memory region. -ENOMEM over the limit.
+ */
+int odp_shim_pinned_vm_charge(struct mm_struct *mm, unsigned long npages)
+{
+	unsigned long limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	unsigned long now = atomic64_add_return(npages, &mm->pinned_vm);
+
+	if (now > limit && !capable(CAP_IPC_LOCK)) {
+		atomic64_sub(npages, &mm->pinned_vm);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void odp_shim_pinned_vm_uncharge(struct mm_struct *mm, unsigned long npages)
+{
+	atomic64_sub(npages, &mm->pinned_vm);
+}
+
+/* The PFN of a pinned page, and the order of its folio. */
+unsigned long odp_shim_pinned_page_pfn(struct page *page, unsigned int *order)
+{
+	*order = folio_order(page_folio(page));
+	return page_to_pfn(page);
+}
+
 /* ---- PCI peer-to-peer memory ------------------------------------------ */
 
 /*
@@ -287,12 +317,26 @@ const void *odp_shim_pfn_p2p_pgmap(unsigned long pfn)
  */
 bool odp_shim_pfns_have_p2p(const unsigned long *hmm_pfns, size_t n)
 {
-	size_t i;
+	size_t i = 0;
 
-	for (i = 0; i < n; i++) {
-		if ((hmm_pfns[i] & HMM_PFN_VALID) &&
-		    is_pci_p2pdma_page(hmm_pfn_to_page(hmm_pfns[i])))
+	while (i < n) {
+		unsigned long word = hmm_pfns[i];
+		unsigned int order = hmm_pfn_to_map_order(word);
+
+		if ((word & HMM_PFN_VALID) &&
+		    is_pci_p2pdma_page(hmm_pfn_to_page(word)))
 			return true;
+		/*
+		 * A page that hmm_range_fault() reports with a map order was
+		 * mapped by one PMD or PUD, as were its neighbours up to the end
+		 * of that aligned block: one folio, one kind of memory. Reading
+		 * one struct page per block instead of one per page is what
+		 * makes this cheap for huge pages.
+		 */
+		if (order && (word & HMM_PFN_VALID))
+			i += (1UL << order) - ((word & ~HMM_PFN_FLAGS) & ((1UL << order) - 1));
+		else
+			i++;
 	}
 	return false;
 }

@@ -72,6 +72,13 @@ bool odp_shim_fatal_signal_pending(void);
 /* Page helpers on raw PFNs (the PFNs hmm_range_fault() reported). */
 void odp_shim_set_pfn_dirty(unsigned long pfn);
 
+/* Long-term pins (backend=pinned): RLIMIT_MEMLOCK accounting, as ib_umem_get(). */
+struct mm_struct;
+struct page;
+int odp_shim_pinned_vm_charge(struct mm_struct *mm, unsigned long npages);
+void odp_shim_pinned_vm_uncharge(struct mm_struct *mm, unsigned long npages);
+unsigned long odp_shim_pinned_page_pfn(struct page *page, unsigned int *order);
+
 /* PCI peer-to-peer memory (see src/p2p.rs for the classification rule). */
 struct pci_p2pdma_map_state;
 const void *odp_shim_pfn_p2p_pgmap(unsigned long pfn);

@@ -21,7 +21,8 @@
  *   2  struct odp_hmm_info grows the module-wide live_* gauges and
  *      @link_page_sizes; struct odp_hmm_stats grows the prefetch, fault
  *      latency and chunk counters; ODP_HMM_INFO_{IMPLICIT,ASYNC_PREFETCH,
- *      USERFAULTFD,P2P_*}, ODP_HMM_REGISTER_IMPLICIT, ODP_HMM_FAULT_ASYNC
+ *      USERFAULTFD,P2P_*}, ODP_HMM_REGISTER_IMPLICIT, ODP_HMM_FAULT_ASYNC,
+ *      ODP_HMM_BACKEND_PINNED
  *
  * Errors (as -1 and errno):
  *   ENOTTY      unknown ioctl, or an argument size the module does not know
@@ -114,6 +115,7 @@
 #define ODP_HMM_BACKEND_KERNEL		2 /* the kernel's hmm_dma_map_pfn() */
 #define ODP_HMM_BACKEND_LEGACY		3 /* dma_map_phys() per page, stored */
 #define ODP_HMM_BACKEND_NONE		4 /* fault only, map nothing (floor) */
+#define ODP_HMM_BACKEND_PINNED		5 /* version 2: not ODP, pinned (see below) */
 
 /* struct odp_hmm_register::dma_mode */
 #define ODP_HMM_DMA_MODE_NONE		0 /* ODP_HMM_BACKEND_NONE */
@@ -196,6 +198,23 @@ struct odp_hmm_info {
  * (a copy may cross chunks); unmapped addresses fail with EFAULT. Each chunk
  * is charged to the file's file_limit_mb (ENOSPC beyond it). STATS counts
  * the live chunks in @chunks; INFO's live_registrations counts each chunk.
+ *
+ * ODP_HMM_BACKEND_PINNED (version 2; per registration only, not a value of
+ * the module parameter) is the baseline ODP replaces, a classic RDMA memory
+ * region: the whole range is pinned with pin_user_pages_fast(FOLL_LONGTERM,
+ * and FOLL_WRITE with ODP_HMM_ACCESS_WRITE) and linked into the IOVA window
+ * (or mapped, without one) by the registration itself, so its cost is paid
+ * up front. The pages are charged to the process's pinned memory against
+ * RLIMIT_MEMLOCK (unless it has CAP_IPC_LOCK). The device keeps the pages it
+ * got at registration whatever later happens to the mapping: munmap,
+ * mprotect, MADV_DONTNEED, fork and exit do not unmap them (the pinned pages
+ * stay allocated until unregister, or until the file is closed), so the
+ * process and the device may no longer see the same memory, exactly as with
+ * a pinned RDMA region. ODP_HMM_IOC_FAULT maps nothing (@pages_mapped 0,
+ * @pages_valid the pages of the sub-range). Errors: EINVAL with
+ * ODP_HMM_REGISTER_IMPLICIT; ENOMEM over RLIMIT_MEMLOCK; EFAULT if a page
+ * cannot be pinned (unmapped, VM_IO or VM_PFNMAP, a file mapping the kernel
+ * does not pin long-term); EINTR on a fatal signal while pinning.
  */
 struct odp_hmm_register {
 	__u32 version;

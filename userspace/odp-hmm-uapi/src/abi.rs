@@ -41,6 +41,7 @@ pub const ODP_HMM_BACKEND_RUST: u32 = 1;
 pub const ODP_HMM_BACKEND_KERNEL: u32 = 2;
 pub const ODP_HMM_BACKEND_LEGACY: u32 = 3;
 pub const ODP_HMM_BACKEND_NONE: u32 = 4;
+pub const ODP_HMM_BACKEND_PINNED: u32 = 5;
 
 pub const ODP_HMM_DMA_MODE_NONE: u32 = 0;
 pub const ODP_HMM_DMA_MODE_IOVA: u32 = 1;
@@ -262,6 +263,7 @@ pub fn backend_name(backend: u32) -> &'static str {
         ODP_HMM_BACKEND_KERNEL => "kernel",
         ODP_HMM_BACKEND_LEGACY => "legacy",
         ODP_HMM_BACKEND_NONE => "none",
+        ODP_HMM_BACKEND_PINNED => "pinned",
         _ => "unknown",
     }
 }
@@ -274,6 +276,7 @@ pub fn backend_from_name(name: &str) -> Option<u32> {
         ODP_HMM_BACKEND_KERNEL,
         ODP_HMM_BACKEND_LEGACY,
         ODP_HMM_BACKEND_NONE,
+        ODP_HMM_BACKEND_PINNED,
     ]
     .into_iter()
     .find(|&b| backend_name(b) == name)

@@ -207,6 +207,7 @@ fn header_and_mirror_agree() {
         ODP_HMM_BACKEND_KERNEL,
         ODP_HMM_BACKEND_LEGACY,
         ODP_HMM_BACKEND_NONE,
+        ODP_HMM_BACKEND_PINNED,
         ODP_HMM_DMA_MODE_NONE,
         ODP_HMM_DMA_MODE_IOVA,
         ODP_HMM_DMA_MODE_MAP,

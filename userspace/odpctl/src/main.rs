@@ -899,6 +899,7 @@ fn backend_parser() -> impl TypedValueParser<Value = u32> {
         ODP_HMM_BACKEND_KERNEL,
         ODP_HMM_BACKEND_LEGACY,
         ODP_HMM_BACKEND_NONE,
+        ODP_HMM_BACKEND_PINNED,
     ]
     .map(backend_name);
     // Only the names above get past the possible-values check, and each has a value.
