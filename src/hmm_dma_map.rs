@@ -65,6 +65,7 @@ use crate::{
         Link,
         LinkClass,
         MapOps,
+        MemoryWords,
         Unlink,
         RELAX_PAGES, //
     },
@@ -740,28 +741,40 @@ impl HmmDmaMap {
             }
         }
 
-        let candidate = |i: usize| -> Option<Candidate> {
-            let new = HmmPfn::from_raw(faulted[i]);
-            if !new.is_valid() || new.is_error() {
-                return None;
+        let (mapped, result) = match p2p {
+            // Ordinary memory only (nearly every batch): straight from the words.
+            None => {
+                let words = MemoryWords {
+                    words: faulted,
+                    want_write,
+                };
+                grouping.map_batch(states, first, n, words, links, &mut ops)
             }
-            // SAFETY: As above.
-            let page = unsafe { HmmPage::new(new.pfn()) };
-            let kind = match p2p.as_mut().map(|p| p.classify(page)) {
-                None | Some(P2pClass::Memory) => MapKind::Memory,
-                Some(P2pClass::HostBridge) => MapKind::P2pHostBridge,
-                Some(P2pClass::BusAddr | P2pClass::NotSupported) => return None,
-            };
-            Some(Candidate {
-                pfn: new.pfn(),
-                order: new.order(),
-                class: LinkClass {
-                    writable: want_write && new.is_writable(),
-                    kind,
-                },
-            })
+            Some(p2p) => {
+                let candidate = |i: usize| -> Option<Candidate> {
+                    let new = HmmPfn::from_raw(faulted[i]);
+                    if !new.is_valid() || new.is_error() {
+                        return None;
+                    }
+                    // SAFETY: As above.
+                    let page = unsafe { HmmPage::new(new.pfn()) };
+                    let kind = match p2p.classify(page) {
+                        P2pClass::Memory => MapKind::Memory,
+                        P2pClass::HostBridge => MapKind::P2pHostBridge,
+                        P2pClass::BusAddr | P2pClass::NotSupported => return None,
+                    };
+                    Some(Candidate {
+                        pfn: new.pfn(),
+                        order: new.order(),
+                        class: LinkClass {
+                            writable: want_write && new.is_writable(),
+                            kind,
+                        },
+                    })
+                };
+                grouping.map_batch(states, first, n, candidate, links, &mut ops)
+            }
         };
-        let (mapped, result) = grouping.map_batch(states, first, n, candidate, links, &mut ops);
         // CAST: Page counts fit `u64`.
         ops.counters.pages_mapped += mapped.pages as u64;
         ops.counters.p2p_host_bridge_pages += mapped.host_bridge_pages as u64;

@@ -41,7 +41,8 @@
 
 use crate::pfn_flags::{
     HmmPfn,
-    MapKind, //
+    MapKind,
+    ORDER_SHIFT, //
 };
 
 /// Largest order of a unit of order-0 pages (64 pages, 256 KiB).
@@ -69,6 +70,90 @@ pub(crate) struct Candidate {
     /// How it is to be mapped.
     pub(crate) class: LinkClass,
 }
+
+/// What the pages of a batch are to be mapped as: asked about a page more than once (to see
+/// whether a folio or a run continues), so it should be cheap. A closure `FnMut(usize) ->
+/// Option<Candidate>` is one; [`MemoryWords`] is the fast one for a batch of ordinary memory.
+pub(crate) trait Candidates {
+    /// What batch page `i` is to be mapped as, or `None` if it is not to be mapped.
+    fn get(&mut self, i: usize) -> Option<Candidate>;
+
+    /// Whether batch pages `i + 1..i + n` continue `head`, which is `self.get(i)`: each a
+    /// candidate of `head`'s class at the next page frame.
+    fn continues(&mut self, i: usize, n: usize, head: Candidate) -> bool {
+        continues_by_get(self, i, n, head)
+    }
+}
+
+impl<F: FnMut(usize) -> Option<Candidate>> Candidates for F {
+    fn get(&mut self, i: usize) -> Option<Candidate> {
+        self(i)
+    }
+}
+
+/// [`Candidates::continues`], asking [`Candidates::get`] about every page.
+fn continues_by_get<C: Candidates + ?Sized>(
+    c: &mut C,
+    i: usize,
+    n: usize,
+    head: Candidate,
+) -> bool {
+    (1..n).all(|k| {
+        matches!(c.get(i + k), Some(p) if p.pfn == head.pfn.wrapping_add(index_u64(k)) && p.class == head.class)
+    })
+}
+
+/// The candidates of a batch of ordinary memory (no PCI peer pages), straight from the words
+/// `hmm_range_fault()` reported for it: every valid page without an error, writable if the fault
+/// wants it and the page allows it.
+pub(crate) struct MemoryWords<'a> {
+    /// The batch's words.
+    pub(crate) words: &'a [u64],
+    /// Whether the fault maps for writing.
+    pub(crate) want_write: bool,
+}
+
+impl Candidates for MemoryWords<'_> {
+    fn get(&mut self, i: usize) -> Option<Candidate> {
+        let word = HmmPfn::from_raw(*self.words.get(i)?);
+        if !word.is_valid() || word.is_error() {
+            return None;
+        }
+        Some(Candidate {
+            pfn: word.pfn(),
+            order: word.order(),
+            class: LinkClass {
+                writable: self.want_write && word.is_writable(),
+                kind: MapKind::Memory,
+            },
+        })
+    }
+
+    /// A word that is the head's plus `k` has the head's flags (so its class) and the head's
+    /// frame plus `k`, as long as that stays inside the frame field: one compare per page. That
+    /// is sufficient, not necessary (a page may differ in flags that do not make its class, which
+    /// `hmm_range_fault()` never reports inside one mapping): where it fails, every page is asked.
+    fn continues(&mut self, i: usize, n: usize, head: Candidate) -> bool {
+        let run = i.checked_add(n).and_then(|end| self.words.get(i..end));
+        let fits = head
+            .pfn
+            .checked_add(index_u64(n))
+            .is_some_and(|end| end <= PFN_LIMIT);
+        let same_words = match run {
+            Some(run @ [first, ..]) if fits && HmmPfn::from_raw(*first).pfn() == head.pfn => {
+                let first = *first;
+                run.iter()
+                    .zip(0..)
+                    .all(|(&w, k)| w == first.wrapping_add(k))
+            }
+            _ => false,
+        };
+        same_words || continues_by_get(self, i, n, head)
+    }
+}
+
+/// One past the largest page frame number a state word holds.
+const PFN_LIMIT: u64 = 1 << ORDER_SHIFT;
 
 /// One link (or `dma_map_phys()`) call: the unit of `2^unit_order` pages from `pfn` to
 /// registration pages `first..first + npages`.
@@ -146,19 +231,18 @@ pub(crate) struct Grouping {
 }
 
 impl Grouping {
-    /// The links for the candidates of one batch of `len` pages: `candidate(i)` says what page
-    /// `first + i` is to be mapped as, or `None` if it is not to be mapped. It is asked about a
-    /// page more than once (to see whether a folio or a run continues), so it should be cheap.
+    /// The links for the candidates of one batch of `len` pages: `candidate.get(i)` says what
+    /// page `first + i` is to be mapped as, or `None` if it is not to be mapped.
     pub(crate) fn links<'a>(
         &'a self,
         first: usize,
         len: usize,
-        mut candidate: impl FnMut(usize) -> Option<Candidate> + 'a,
+        mut candidate: impl Candidates + 'a,
     ) -> impl Iterator<Item = Link> + 'a {
         let mut i = 0;
         core::iter::from_fn(move || {
             while i < len {
-                let Some(c) = candidate(i) else {
+                let Some(c) = candidate.get(i) else {
                     i += 1;
                     continue;
                 };
@@ -186,7 +270,7 @@ impl Grouping {
         &self,
         first: usize,
         len: usize,
-        candidate: &mut impl FnMut(usize) -> Option<Candidate>,
+        candidate: &mut impl Candidates,
         i: usize,
         head: Candidate,
     ) -> Option<u32> {
@@ -201,10 +285,7 @@ impl Grouping {
         {
             return None;
         }
-        let whole = (1..npages).all(|k| {
-            matches!(candidate(i + k), Some(p) if p.pfn == head.pfn + index_u64(k) && p.class == head.class)
-        });
-        whole.then_some(head.order)
+        candidate.continues(i, npages, head).then_some(head.order)
     }
 
     /// The order of the block of order-0 pages starting at batch page `i` (candidate `head`):
@@ -214,7 +295,7 @@ impl Grouping {
         &self,
         first: usize,
         len: usize,
-        candidate: &mut impl FnMut(usize) -> Option<Candidate>,
+        candidate: &mut impl Candidates,
         i: usize,
         head: Candidate,
     ) -> u32 {
@@ -225,7 +306,7 @@ impl Grouping {
         let max = 1usize << self.vpn(first + i).trailing_zeros().min(MAX_RUN_ORDER);
         let mut n = 1;
         while n < max && i + n < len {
-            match candidate(i + n) {
+            match candidate.get(i + n) {
                 Some(next)
                     if next.pfn == head.pfn + index_u64(n)
                         && next.class == head.class
@@ -405,7 +486,7 @@ impl Grouping {
     /// Maps the candidates of the batch of `len` pages at `first` that are not mapped yet, in
     /// the fewest units the rules allow, and syncs the IOTLB once for the batch.
     ///
-    /// `candidate(i)` says what batch page `i` is to be mapped as (see [`Self::links`]); pages
+    /// `candidate.get(i)` says what batch page `i` is to be mapped as (see [`Self::links`]); pages
     /// already mapped are skipped whatever it says. `links` is scratch space of at least `len`
     /// entries. If a link fails, what was linked before it stays mapped; if the sync fails,
     /// everything linked (and whatever else is mapped between) is unmapped again.
@@ -414,7 +495,7 @@ impl Grouping {
         states: &mut [HmmPfn],
         first: usize,
         len: usize,
-        mut candidate: impl FnMut(usize) -> Option<Candidate>,
+        candidate: impl Candidates,
         links: &mut [Link],
         ops: &mut O,
     ) -> (Mapped, Result<(), O::Error>) {
@@ -431,13 +512,10 @@ impl Grouping {
         // Plan the links, reading the state words (which need no look in a batch of which
         // nothing is mapped yet, the common case)...
         done.already = mapped_count(batch);
-        let fresh = done.already == 0;
-        let wanted = |i: usize| {
-            if !fresh && batch[i].is_dma_mapped() {
-                None
-            } else {
-                candidate(i)
-            }
+        let wanted = Unmapped {
+            batch,
+            fresh: done.already == 0,
+            inner: candidate,
         };
         let mut planned = 0;
         for (slot, link) in links.iter_mut().zip(self.links(first, len, wanted)) {
@@ -499,6 +577,33 @@ pub(crate) fn must_remap(old: HmmPfn, new: HmmPfn, want_write: bool) -> bool {
     // A different page cannot be mapped without an invalidation in between; if it ever is, the
     // stale mapping must go. A read-only mapping that is now to be written is remapped writable.
     old.pfn() != new.pfn() || (want_write && !old.is_writable())
+}
+
+/// The candidates of `inner` that are not mapped yet.
+struct Unmapped<'a, C> {
+    /// The batch's state words.
+    batch: &'a [HmmPfn],
+    /// Nothing in the batch is mapped: no need to look.
+    fresh: bool,
+    inner: C,
+}
+
+impl<C: Candidates> Candidates for Unmapped<'_, C> {
+    fn get(&mut self, i: usize) -> Option<Candidate> {
+        if !self.fresh && self.batch.get(i).is_some_and(|s| s.is_dma_mapped()) {
+            None
+        } else {
+            self.inner.get(i)
+        }
+    }
+
+    fn continues(&mut self, i: usize, n: usize, head: Candidate) -> bool {
+        if self.fresh {
+            self.inner.continues(i, n, head)
+        } else {
+            continues_by_get(self, i, n, head)
+        }
+    }
 }
 
 /// The number of words of `states` that say `DMA_MAPPED`.

@@ -4,8 +4,8 @@
 //! the link planning of `src/link_plan.rs`), for a profiler: what the module's timers call
 //! "state words and planning" (`map_ns - link_ns - sync_ns`), without the DMA calls.
 //!
-//! It runs the Rust manager's commit steps (`drop_stale`, `map_batch` with the candidate closure
-//! of `commit_own` for ordinary memory, the valid count) and the floor's (`commit_unmapped`), on
+//! It runs the Rust manager's commit steps (`drop_stale`, `map_batch` with the candidates of
+//! `commit_own` for ordinary memory, `MemoryWords`) and the floor's (`commit_unmapped`), on
 //! 512-page batches as `hmm_range_fault()` reports them, for a region of THP, physically
 //! contiguous 4 KiB pages or scattered ones, then forgets everything. The DMA calls are a no-op
 //! [`MapOps`]. Repeatable instruction counts:
@@ -31,8 +31,8 @@ mod link_plan;
 
 use std::{hint::black_box, time::Instant};
 
-use link_plan::{Candidate, Grouping, Link, LinkClass, MapOps, Unlink};
-use pfn_flags::{HmmPfn, MapKind};
+use link_plan::{Grouping, Link, MapOps, MemoryWords, Unlink};
+use pfn_flags::HmmPfn;
 
 /// Pages per fault batch (`FAULT_BATCH` in `src/odp_umem.rs`).
 const BATCH: usize = 512;
@@ -100,21 +100,11 @@ fn commit_rust(
     let want_write = true;
     let n = faulted.len();
     g.drop_stale(states, first, faulted, want_write, ops);
-    let candidate = |i: usize| -> Option<Candidate> {
-        let new = HmmPfn::from_raw(faulted[i]);
-        if !new.is_valid() || new.is_error() {
-            return None;
-        }
-        Some(Candidate {
-            pfn: new.pfn(),
-            order: new.order(),
-            class: LinkClass {
-                writable: want_write && new.is_writable(),
-                kind: MapKind::Memory,
-            },
-        })
+    let words = MemoryWords {
+        words: faulted,
+        want_write,
     };
-    let (mapped, result) = g.map_batch(states, first, n, candidate, links, ops);
+    let (mapped, result) = g.map_batch(states, first, n, words, links, ops);
     assert!(result.is_ok() && mapped.pages == n);
     (faulted_valid, mapped.already + mapped.pages)
 }

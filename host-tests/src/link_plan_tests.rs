@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 
 use crate::link_plan::{
-    must_remap, Candidate, Grouping, Link, LinkClass, MapOps, Mapped, Unlink, MAX_RUN_ORDER,
-    RELAX_PAGES,
+    must_remap, Candidate, Candidates, Grouping, Link, LinkClass, MapOps, Mapped, MemoryWords,
+    Unlink, MAX_RUN_ORDER, RELAX_PAGES,
 };
-use crate::pfn_flags::{HmmPfn, MapKind, ERROR};
+use crate::pfn_flags::{HmmPfn, MapKind, ERROR, WRITE};
 
 const MEM_W: LinkClass = LinkClass {
     writable: true,
@@ -835,6 +835,115 @@ fn links_cover_every_candidate_once_in_generated_batches() {
     assert!(folio_units > 100, "only {folio_units} folio units");
     assert!(blocks > 100, "only {blocks} multi-page blocks");
     assert!(full > 100, "only {full} blocks of {MAX_BLOCK} pages");
+}
+
+/// The words `hmm_range_fault()` could report for `batch`, with the same candidates for a fault
+/// that wants to write (host-bridge classes become memory of the same access), plus defects the
+/// class ignores: holes as invalid or error words, and now and then a page of a folio reporting
+/// another order.
+fn words_of(rng: &mut Rng, batch: &[Option<Candidate>]) -> Vec<u64> {
+    batch
+        .iter()
+        .map(|c| match c {
+            None if rng.percent(50) => 0,
+            None => HmmPfn::new_valid(rng.below(1 << 30), true, 0).raw() | ERROR,
+            Some(c) => {
+                let order = if c.order > 0 && rng.percent(1) {
+                    c.order - 1
+                } else {
+                    c.order
+                };
+                HmmPfn::new_valid(c.pfn, c.class.writable, order).raw()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn memory_words_plan_as_their_candidates_in_generated_batches() {
+    let mut rng = Rng::new(0x5eed_3a11);
+    let mut folio_units = 0;
+    for round in 0..150 {
+        let first_vpn = match round % 3 {
+            0 => 0,
+            1 => 512 * rng.below(1 << 20),
+            _ => rng.below(1 << 30),
+        };
+        let first = if rng.percent(50) { 0 } else { rng.index(4096) };
+        let target = 1 + rng.index(3000);
+        let batch = generate_batch(&mut rng, first_vpn, first, target);
+        let words = words_of(&mut rng, &batch);
+        for want_write in [false, true] {
+            // The same candidates, asked one page at a time.
+            let mut slow = MemoryWords {
+                words: &words,
+                want_write,
+            };
+            let candidates: Vec<Option<Candidate>> =
+                (0..words.len()).map(|i| slow.get(i)).collect();
+            for with_folios in [false, true] {
+                for coalesce in [false, true] {
+                    let g = grouping(first_vpn, with_folios, coalesce);
+                    let what = format!("round {round} {g:?} write {want_write}");
+                    let by_words: Vec<Link> = g
+                        .links(
+                            first,
+                            words.len(),
+                            MemoryWords {
+                                words: &words,
+                                want_write,
+                            },
+                        )
+                        .collect();
+                    let by_closure: Vec<Link> =
+                        g.links(first, words.len(), |i| candidates[i]).collect();
+                    assert_eq!(by_words, by_closure, "{what}");
+                    // And they keep the unit rule.
+                    check_links(&g, first, &candidates, &what);
+                    folio_units += by_words
+                        .iter()
+                        .filter(|l| is_folio_unit(&g, first, &candidates, l))
+                        .count();
+                }
+            }
+        }
+    }
+    assert!(folio_units > 100, "only {folio_units} folio units");
+}
+
+#[test]
+fn memory_words_reject_what_the_class_rejects() {
+    let g = grouping(0, true, true);
+    let head = HmmPfn::new_valid(PFN_2M, true, 9).raw();
+    let folio_words: Vec<u64> = (0..HUGE as u64).map(|k| head + k).collect();
+    let unit = |words: &[u64], want_write: bool| {
+        shape(
+            &g.links(0, words.len(), MemoryWords { words, want_write })
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(unit(&folio_words, true), [(0, HUGE, 9)]);
+    assert_eq!(unit(&folio_words, false), [(0, HUGE, 9)]);
+    // One read-only page splits a writable fault's folio, not a read-only one's.
+    let mut ro = folio_words.clone();
+    ro[300] &= !WRITE;
+    assert_ne!(unit(&ro, true), [(0, HUGE, 9)]);
+    assert_eq!(unit(&ro, false), [(0, HUGE, 9)]);
+    // An error page, a missing page, a frame out of sequence: no unit.
+    for (k, word) in [(1, (head + 1) | ERROR), (511, 0), (17, head + 18)] {
+        let mut bad = folio_words.clone();
+        bad[k] = word;
+        let links = unit(&bad, true);
+        assert!(
+            links.iter().all(|&(_, n, _)| n <= MAX_BLOCK),
+            "defect at {k}: {links:?}"
+        );
+    }
+    // A page reporting another order but the same class and frame: still the folio (the class
+    // is what a unit needs), as asking page by page says.
+    let mut order = folio_words.clone();
+    order[5] = HmmPfn::new_valid(PFN_2M + 5, true, 0).raw();
+    assert_eq!(unit(&order, true), [(0, HUGE, 9)]);
 }
 
 // ---------------------------------------------------------------------------------------------
