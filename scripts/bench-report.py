@@ -525,8 +525,9 @@ def main():
         "",
         "## Targets",
         "",
-        "Perf kernel, 64 MiB, median ratio of the run (the targets ask for strict; every translating configuration "
-        "measured is listed where the target says *any*).",
+        f"The targets are set for the perf kernel, 64 MiB regions, strict, the median ratio of one run (this run: "
+        f"regions of {', '.join(f'{s} MiB' for s in sizes)}); every translating configuration measured is listed "
+        "where a target says *any* or *every*.",
         "",
         "| target | configuration | figure | verdict |",
         "|---|---|---:|---|",

@@ -38,6 +38,7 @@
 # there at least one must appear, anywhere else none may.
 #
 # KVM is off (nested KVM hangs on this kind of machine); ODP_HMM_KVM=1 turns it on.
+# A run is killed after ODP_HMM_VM_TIMEOUT seconds (default 1800).
 
 . "$(dirname "$0")/lib.sh"
 
@@ -154,7 +155,7 @@ set +e
 # O_TRUNC, which would empty a log file the caller redirected us to. The guest's exit code comes
 # back in $results/rc, not from vng.
 # shellcheck disable=SC2086
-timeout --foreground 1800 vng --run "$kernel/arch/x86/boot/bzImage" --disable-microvm $kvm_opt \
+timeout --foreground "${ODP_HMM_VM_TIMEOUT:-1800}" vng --run "$kernel/arch/x86/boot/bzImage" --disable-microvm $kvm_opt \
 	--memory "$memory" --cpus 2 --rwdir="$results" "${rwdirs[@]}" \
 	--append "$iommu_cmdline iommu.strict=1 $append" \
 	--qemu-opts="$qemu $qemu_extra" \
