@@ -65,7 +65,7 @@ use crate::{
         Link,
         LinkClass,
         MapOps,
-        MemoryWords,
+        Mapped,
         Unlink,
         RELAX_PAGES, //
     },
@@ -238,6 +238,9 @@ struct DmaOps<'a> {
     counters: &'a mut MapCounters,
     /// Whether a long unmap may reschedule (not in a non-blocking invalidation).
     may_sleep: bool,
+    /// When the last link call returned: the sync that follows it (see `map_batch`) starts
+    /// there, which saves a clock read per batch.
+    linked_at: Option<Instant<Monotonic>>,
     /// Whether to mark written pages dirty when they are unmapped: not for pinned pages, which
     /// `unpin_user_pages_dirty_lock()` marks when it unpins them (they may no longer be mapped
     /// in the mm, so the invalidation's rule for dirtying does not hold for them).
@@ -289,7 +292,9 @@ impl MapOps for DmaOps<'_> {
             }
             made += 1;
         }
-        self.counters.link_ns += elapsed_ns(start);
+        let end = Instant::<Monotonic>::now();
+        self.counters.link_ns += ns_between(start, end);
+        self.linked_at = Some(end);
         // CAST: A call count fits `u64`.
         self.counters.link_calls += made as u64 + u64::from(result.is_err());
         (made, result)
@@ -300,7 +305,10 @@ impl MapOps for DmaOps<'_> {
             return Ok(());
         };
         self.counters.sync_calls += 1;
-        let start = Instant::<Monotonic>::now();
+        let start = self
+            .linked_at
+            .take()
+            .unwrap_or_else(Instant::<Monotonic>::now);
         let synced = window.sync(bytes(first), bytes(end - first));
         self.counters.sync_ns += elapsed_ns(start);
         synced
@@ -347,6 +355,11 @@ impl MapOps for DmaOps<'_> {
 /// Nanoseconds since `start`.
 pub(crate) fn elapsed_ns(start: Instant<Monotonic>) -> u64 {
     u64::try_from(start.elapsed().as_nanos()).unwrap_or(0)
+}
+
+/// Nanoseconds from `start` to `end`.
+fn ns_between(start: Instant<Monotonic>, end: Instant<Monotonic>) -> u64 {
+    u64::try_from((end - start).as_nanos()).unwrap_or(0)
 }
 
 impl From<LinkClass> for Access {
@@ -648,23 +661,46 @@ impl HmmDmaMap {
         let mut done = Committed::default();
         // Peer pages are classified once per provider and batch, and only batches that hold
         // some are classified at all.
-        let dev = self.dev.clone();
-        let mut cache = P2pCache::new(dev.pci());
-        let p2p = any_p2p(faulted).then_some(&mut cache);
-        let result = match self.backend {
-            Backend::Kernel => self.commit_kernel(first, faulted, want_write, p2p, &mut done),
-            Backend::None => {
-                done.valid = self.commit_unmapped(first, faulted);
-                Ok(())
-            }
-            Backend::Rust | Backend::Legacy | Backend::Pinned => {
-                self.commit_own(first, faulted, want_write, links, p2p, &mut done)
-            }
+        let result = if any_p2p(faulted) {
+            let dev = self.dev.clone();
+            let mut cache = P2pCache::new(dev.pci());
+            self.commit_with(
+                first,
+                faulted,
+                want_write,
+                links,
+                Some(&mut cache),
+                &mut done,
+            )
+        } else {
+            self.commit_with(first, faulted, want_write, links, None, &mut done)
         };
         // What was mapped before a failure stays mapped, and counts.
         self.publish_pages();
         result?;
         Ok(done)
+    }
+
+    /// [`Self::commit`] by the backend, with the peer-page classification if the batch has any.
+    fn commit_with(
+        &mut self,
+        first: usize,
+        faulted: &[u64],
+        want_write: bool,
+        links: &mut [Link],
+        p2p: Option<&mut P2pCache<'_>>,
+        done: &mut Committed,
+    ) -> Result {
+        match self.backend {
+            Backend::Kernel => self.commit_kernel(first, faulted, want_write, p2p, done),
+            Backend::None => {
+                done.valid = self.commit_unmapped(first, faulted);
+                Ok(())
+            }
+            Backend::Rust | Backend::Legacy | Backend::Pinned => {
+                self.commit_own(first, faulted, want_write, links, p2p, done)
+            }
+        }
     }
 
     /// The state words and the DMA calls of the Rust manager and the legacy design.
@@ -687,6 +723,7 @@ impl HmmDmaMap {
             sink,
             counters,
             may_sleep,
+            linked_at: None,
             mark_dirty: pinned.is_none(),
         };
         Some((states, ops, *grouping))
@@ -699,90 +736,94 @@ impl HmmDmaMap {
         faulted: &[u64],
         want_write: bool,
         links: &mut [Link],
-        mut p2p: Option<&mut P2pCache<'_>>,
+        p2p: Option<&mut P2pCache<'_>>,
         done: &mut Committed,
     ) -> Result {
         let Some((states, mut ops, grouping)) = self.own_parts(true) else {
             return Err(EINVAL);
         };
         let n = faulted.len();
+        let Some(p2p) = p2p else {
+            // Ordinary memory only (nearly every batch): straight from the words. Mappings that
+            // no longer fit are dropped first (see below).
+            let (dropped, mapped, result) =
+                grouping.commit_memory(states, first, faulted, want_write, links, &mut ops);
+            return self.committed(dropped, mapped, result, done);
+        };
 
         // Mappings that no longer fit are dropped first: a read-only page to be written, or
         // (never expected) a different page under the same address. Whole units go; the batch
         // maps their pages again.
         let dropped = grouping.drop_stale(states, first, faulted, want_write, &mut ops);
-        // CAST: A page count fits `u64`.
-        ops.counters.pages_unmapped += dropped as u64;
 
         // Peer pages reached by bus address need no link, unreachable ones are refused: settled
         // first, in the rare batches that hold peer pages.
-        if let Some(p2p) = p2p.as_mut() {
-            for (old, &word) in states[first..first + n].iter_mut().zip(faulted) {
-                let new = HmmPfn::from_raw(word);
-                if !new.is_valid() || new.is_error() || old.is_dma_mapped() {
-                    continue;
+        for (old, &word) in states[first..first + n].iter_mut().zip(faulted) {
+            let new = HmmPfn::from_raw(word);
+            if !new.is_valid() || new.is_error() || old.is_dma_mapped() {
+                continue;
+            }
+            // SAFETY: A valid word of this batch, which the caller checked under the update
+            // lock (see `commit`).
+            match p2p.classify(unsafe { HmmPage::new(new.pfn()) }) {
+                P2pClass::BusAddr => {
+                    let writable = want_write && new.is_writable();
+                    *old = HmmPfn::new_valid(new.pfn(), writable, 0).mapped(MapKind::P2pBus, 0);
+                    ops.counters.p2p_bus_pages += 1;
+                    ops.counters.pages_mapped += 1;
+                    done.mapped += 1;
                 }
-                // SAFETY: A valid word of this batch, which the caller checked under the update
-                // lock (see `commit`).
-                match p2p.classify(unsafe { HmmPage::new(new.pfn()) }) {
-                    P2pClass::BusAddr => {
-                        let writable = want_write && new.is_writable();
-                        *old = HmmPfn::new_valid(new.pfn(), writable, 0).mapped(MapKind::P2pBus, 0);
-                        ops.counters.p2p_bus_pages += 1;
-                        ops.counters.pages_mapped += 1;
-                        done.mapped += 1;
-                    }
-                    P2pClass::NotSupported => {
-                        ops.counters.p2p_refused_pages += 1;
-                        done.refused += 1;
-                    }
-                    P2pClass::Memory | P2pClass::HostBridge => {}
+                P2pClass::NotSupported => {
+                    ops.counters.p2p_refused_pages += 1;
+                    done.refused += 1;
                 }
+                P2pClass::Memory | P2pClass::HostBridge => {}
             }
         }
 
-        let (mapped, result) = match p2p {
-            // Ordinary memory only (nearly every batch): straight from the words.
-            None => {
-                let words = MemoryWords {
-                    words: faulted,
-                    want_write,
-                };
-                grouping.map_batch(states, first, n, words, links, &mut ops)
+        let candidate = |i: usize| -> Option<Candidate> {
+            let new = HmmPfn::from_raw(faulted[i]);
+            if !new.is_valid() || new.is_error() {
+                return None;
             }
-            Some(p2p) => {
-                let candidate = |i: usize| -> Option<Candidate> {
-                    let new = HmmPfn::from_raw(faulted[i]);
-                    if !new.is_valid() || new.is_error() {
-                        return None;
-                    }
-                    // SAFETY: As above.
-                    let page = unsafe { HmmPage::new(new.pfn()) };
-                    let kind = match p2p.classify(page) {
-                        P2pClass::Memory => MapKind::Memory,
-                        P2pClass::HostBridge => MapKind::P2pHostBridge,
-                        P2pClass::BusAddr | P2pClass::NotSupported => return None,
-                    };
-                    Some(Candidate {
-                        pfn: new.pfn(),
-                        order: new.order(),
-                        class: LinkClass {
-                            writable: want_write && new.is_writable(),
-                            kind,
-                        },
-                    })
-                };
-                grouping.map_batch(states, first, n, candidate, links, &mut ops)
-            }
+            // SAFETY: As above.
+            let page = unsafe { HmmPage::new(new.pfn()) };
+            let kind = match p2p.classify(page) {
+                P2pClass::Memory => MapKind::Memory,
+                P2pClass::HostBridge => MapKind::P2pHostBridge,
+                P2pClass::BusAddr | P2pClass::NotSupported => return None,
+            };
+            Some(Candidate {
+                pfn: new.pfn(),
+                order: new.order(),
+                class: LinkClass {
+                    writable: want_write && new.is_writable(),
+                    kind,
+                },
+            })
         };
+        let (mapped, result) = grouping.map_batch(states, first, n, candidate, links, &mut ops);
+        self.committed(dropped, mapped, result, done)
+    }
+
+    /// The end of [`Self::commit_own`]: counts what it `dropped` and `mapped`, flushes a lazy
+    /// domain after `dma_unmap_phys()` calls, returns `result`.
+    fn committed(
+        &mut self,
+        dropped: usize,
+        mapped: Mapped,
+        result: Result,
+        done: &mut Committed,
+    ) -> Result {
+        let counters = &mut self.counters;
         // CAST: Page counts fit `u64`.
-        ops.counters.pages_mapped += mapped.pages as u64;
-        ops.counters.p2p_host_bridge_pages += mapped.host_bridge_pages as u64;
-        ops.counters.pages_unmapped += mapped.rolled_back as u64;
+        counters.pages_unmapped += (dropped + mapped.rolled_back) as u64;
+        counters.pages_mapped += mapped.pages as u64;
+        counters.p2p_host_bridge_pages += mapped.host_bridge_pages as u64;
         done.mapped += mapped.pages - mapped.rolled_back.min(mapped.pages);
         // Mapped now: what was (peer pages reached by bus address included), and what was linked.
         done.valid = mapped.already + mapped.pages - mapped.rolled_back.min(mapped.pages);
-        let flush = matches!(ops.sink, Sink::Map(_)) && dropped + mapped.rolled_back > 0;
+        let flush = matches!(self.store, Store::Map { .. }) && dropped + mapped.rolled_back > 0;
         if flush {
             self.dev.flush_lazy();
         }

@@ -83,6 +83,13 @@ pub(crate) trait Candidates {
     fn continues(&mut self, i: usize, n: usize, head: Candidate) -> bool {
         continues_by_get(self, i, n, head)
     }
+
+    /// A quick look at how far an order-0 block starting at batch page `i` (candidate `head`,
+    /// order 0) runs: `n` in `1..=max` such that pages `i + 1..i + n` are order-0 candidates of
+    /// `head`'s class at the next frames; 1 says nothing (the caller asks page by page on).
+    fn same_run(&mut self, _i: usize, _max: usize, _head: Candidate) -> usize {
+        1
+    }
 }
 
 impl<F: FnMut(usize) -> Option<Candidate>> Candidates for F {
@@ -149,6 +156,28 @@ impl Candidates for MemoryWords<'_> {
             _ => false,
         };
         same_words || continues_by_get(self, i, n, head)
+    }
+
+    /// The words that are the head's plus `k` (order 0, like the head; the head's class).
+    fn same_run(&mut self, i: usize, max: usize, head: Candidate) -> usize {
+        let fits = head
+            .pfn
+            .checked_add(index_u64(max))
+            .is_some_and(|end| end <= PFN_LIMIT);
+        let run = i.checked_add(max).and_then(|end| self.words.get(i..end));
+        match run {
+            Some(run @ [first, ..])
+                if fits && head.order == 0 && HmmPfn::from_raw(*first).pfn() == head.pfn =>
+            {
+                let first = *first;
+                run.iter()
+                    .zip(0..)
+                    .take_while(|&(&w, k)| w == first.wrapping_add(k))
+                    .count()
+                    .max(1)
+            }
+            _ => 1,
+        }
     }
 }
 
@@ -304,7 +333,11 @@ impl Grouping {
         }
         // The block must start aligned to its size: the alignment of the page bounds the order.
         let max = 1usize << self.vpn(first + i).trailing_zeros().min(MAX_RUN_ORDER);
-        let mut n = 1;
+        let mut n = if head.order == 0 && max > 1 {
+            candidate.same_run(i, max.min(len - i), head)
+        } else {
+            1
+        };
         while n < max && i + n < len {
             match candidate.get(i + n) {
                 Some(next)
@@ -499,6 +532,55 @@ impl Grouping {
         links: &mut [Link],
         ops: &mut O,
     ) -> (Mapped, Result<(), O::Error>) {
+        let already = first
+            .checked_add(len)
+            .and_then(|end| states.get(first..end))
+            .map_or(0, mapped_count);
+        self.map_counted(states, first, len, already, candidate, links, ops)
+    }
+
+    /// [`Self::drop_stale`], then [`Self::map_batch`] of [`MemoryWords`], for a batch of ordinary
+    /// memory (no PCI peer pages): the words of the batch are read once to learn that nothing
+    /// is mapped yet, the common case, instead of once per step. Returns the pages dropped.
+    pub(crate) fn commit_memory<O: MapOps>(
+        &self,
+        states: &mut [HmmPfn],
+        first: usize,
+        faulted: &[u64],
+        want_write: bool,
+        links: &mut [Link],
+        ops: &mut O,
+    ) -> (usize, Mapped, Result<(), O::Error>) {
+        let len = faulted.len();
+        let Some(end) = first.checked_add(len).filter(|&end| end <= states.len()) else {
+            return (0, Mapped::default(), Ok(()));
+        };
+        let mut already = mapped_count(&states[first..end]);
+        let mut dropped = 0;
+        if already > 0 {
+            dropped = self.drop_stale(states, first, faulted, want_write, ops);
+            already = mapped_count(&states[first..end]);
+        }
+        let words = MemoryWords {
+            words: faulted,
+            want_write,
+        };
+        let (mapped, result) = self.map_counted(states, first, len, already, words, links, ops);
+        (dropped, mapped, result)
+    }
+
+    /// [`Self::map_batch`], knowing that `already` pages of the batch are mapped.
+    #[allow(clippy::too_many_arguments)]
+    fn map_counted<O: MapOps>(
+        &self,
+        states: &mut [HmmPfn],
+        first: usize,
+        len: usize,
+        already: usize,
+        candidate: impl Candidates,
+        links: &mut [Link],
+        ops: &mut O,
+    ) -> (Mapped, Result<(), O::Error>) {
         let mut done = Mapped::default();
         let Some(batch) = first
             .checked_add(len)
@@ -511,10 +593,10 @@ impl Grouping {
         }
         // Plan the links, reading the state words (which need no look in a batch of which
         // nothing is mapped yet, the common case)...
-        done.already = mapped_count(batch);
+        done.already = already;
         let wanted = Unmapped {
             batch,
-            fresh: done.already == 0,
+            fresh: already == 0,
             inner: candidate,
         };
         let mut planned = 0;
@@ -523,14 +605,19 @@ impl Grouping {
             planned += 1;
         }
 
-        // ... make the calls ...
+        // ... make the calls, with one IOTLB sync for every link of the batch ...
         let (made, result) = ops.link(&links[..planned]);
+        let made = &links[..made.min(planned)];
+        let span = made
+            .iter()
+            .fold(None, |span: Option<(usize, usize)>, link| {
+                let (lo, hi) = span.unwrap_or((link.first, link.first));
+                Some((lo.min(link.first), hi.max(link.first + link.npages)))
+            });
+        let synced = span.map_or(Ok(()), |(lo, hi)| ops.sync(lo, hi));
 
         // ... and record what they mapped in the state words.
-        let mut span: Option<(usize, usize)> = None;
-        for link in &links[..made.min(planned)] {
-            let (lo, hi) = span.unwrap_or((link.first, link.first));
-            span = Some((lo.min(link.first), hi.max(link.first + link.npages)));
+        for link in made {
             // Every word of a unit is the first one's with the next frame number.
             let head = HmmPfn::new_valid(link.pfn, link.class.writable, 0)
                 .mapped(link.class.kind, link.unit_order);
@@ -546,13 +633,10 @@ impl Grouping {
             }
         }
 
-        // One IOTLB sync covers every link of the batch.
-        if let Some((lo, hi)) = span {
-            if let Err(err) = ops.sync(lo, hi) {
-                // The links may not be visible: take them all back.
-                done.rolled_back = self.unmap(states, lo, hi, ops);
-                return (done, Err(err));
-            }
+        if let (Err(err), Some((lo, hi))) = (synced, span) {
+            // The links may not be visible: take them all back.
+            done.rolled_back = self.unmap(states, lo, hi, ops);
+            return (done, Err(err));
         }
         (done, result)
     }
@@ -602,6 +686,14 @@ impl<C: Candidates> Candidates for Unmapped<'_, C> {
             self.inner.continues(i, n, head)
         } else {
             continues_by_get(self, i, n, head)
+        }
+    }
+
+    fn same_run(&mut self, i: usize, max: usize, head: Candidate) -> usize {
+        if self.fresh {
+            self.inner.same_run(i, max, head)
+        } else {
+            1
         }
     }
 }

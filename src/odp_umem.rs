@@ -506,6 +506,8 @@ pub(crate) struct OdpUmem {
     mm: ARef<Mm>,
     dev: Arc<DmaDevice>,
     writable: bool,
+    /// A pinned registration (`Backend::Pinned`): mapped whole when made, faults nothing.
+    pinned: bool,
 }
 
 impl OdpUmem {
@@ -563,6 +565,7 @@ impl OdpUmem {
                 mm: ARef::from(&**mm),
                 dev,
                 writable,
+                pinned: backend == Backend::Pinned,
             },
             GFP_KERNEL,
         )?;
@@ -675,8 +678,8 @@ impl OdpUmem {
         if request == Request::Write && !self.writable {
             return Err(EPERM);
         }
-        if let Some(pinned) = self.pinned_pages(span)? {
-            return Ok(pinned);
+        if self.pinned {
+            return self.pinned_pages(span);
         }
         let mm = self.mm.mmget_not_zero().ok_or(ESRCH)?;
         // Scratch space, allocated here: nothing may allocate under the update lock.
@@ -714,19 +717,16 @@ impl OdpUmem {
     }
 
     /// What a fault of `span` finds in a pinned registration, which mapped everything when it was
-    /// made and faults nothing: `None` for any other.
-    fn pinned_pages(&self, span: PageSpan) -> Result<Option<Faulted>> {
+    /// made and faults nothing.
+    fn pinned_pages(&self, span: PageSpan) -> Result<Faulted> {
         let mut inner = self.state().inner.lock();
         let map = inner.map.live()?;
-        if map.follows_mm() {
-            return Ok(None);
-        }
-        Ok(Some(Faulted {
+        Ok(Faulted {
             mapped: 0,
             // CAST: A page count fits `u64`.
             valid: map.mapped_in(span.first, span.end) as u64,
             refused: 0,
-        }))
+        })
     }
 
     /// One attempt at faulting and committing `chunk`: `None` if the range changed meanwhile
@@ -761,12 +761,18 @@ impl OdpUmem {
         let Inner { map, counters, .. } = &mut *inner;
         let map = map.live()?;
         counters.faults += 1;
-        let valid = scratch
-            .words
-            .iter()
-            .filter(|&&w| HmmPfn::from_raw(w).is_valid());
+        // A fault that asks for the pages gets every one valid, or fails (`HMM_PFN_REQ_FAULT`);
+        // only a snapshot needs counting.
+        let valid = match request {
+            Request::Snapshot => scratch
+                .words
+                .iter()
+                .filter(|&&w| HmmPfn::from_raw(w).is_valid())
+                .count(),
+            Request::Read | Request::Write => scratch.words.len(),
+        };
         // CAST: A page count fits `u64`.
-        counters.pages_faulted += valid.count() as u64;
+        counters.pages_faulted += valid as u64;
         let want_write = request == Request::Write;
         let committed = map.commit(chunk.first, scratch.words, want_write, scratch.links)?;
         counters.map_ns += elapsed_ns(committing);

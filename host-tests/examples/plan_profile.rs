@@ -4,8 +4,8 @@
 //! the link planning of `src/link_plan.rs`), for a profiler: what the module's timers call
 //! "state words and planning" (`map_ns - link_ns - sync_ns`), without the DMA calls.
 //!
-//! It runs the Rust manager's commit steps (`drop_stale`, `map_batch` with the candidates of
-//! `commit_own` for ordinary memory, `MemoryWords`) and the floor's (`commit_unmapped`), on
+//! It runs the Rust manager's commit of a batch of ordinary memory (`commit_memory`, as
+//! `commit_own` calls it) and the floor's (`commit_unmapped`), on
 //! 512-page batches as `hmm_range_fault()` reports them, for a region of THP, physically
 //! contiguous 4 KiB pages or scattered ones, then forgets everything. The DMA calls are a no-op
 //! [`MapOps`]. Repeatable instruction counts:
@@ -31,7 +31,7 @@ mod link_plan;
 
 use std::{hint::black_box, time::Instant};
 
-use link_plan::{Grouping, Link, MapOps, MemoryWords, Unlink};
+use link_plan::{Grouping, Link, MapOps, Unlink};
 use pfn_flags::HmmPfn;
 
 /// Pages per fault batch (`FAULT_BATCH` in `src/odp_umem.rs`).
@@ -83,8 +83,8 @@ fn hmm_words(kind: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The Rust manager's commit of one batch (`HmmDmaMap::commit` with `commit_own`, ordinary
-/// memory), as `fault_batch` runs it: returns the pages valid afterwards.
+/// The Rust manager's commit of one batch of ordinary memory (`HmmDmaMap::commit` with
+/// `commit_own`): returns the pages valid afterwards.
 fn commit_rust(
     g: &Grouping,
     states: &mut [HmmPfn],
@@ -92,29 +92,14 @@ fn commit_rust(
     faulted: &[u64],
     links: &mut [Link],
     ops: &mut NoDma,
-) -> (usize, usize) {
-    let faulted_valid = faulted
-        .iter()
-        .filter(|&&w| HmmPfn::from_raw(w).is_valid())
-        .count();
-    let want_write = true;
-    let n = faulted.len();
-    g.drop_stale(states, first, faulted, want_write, ops);
-    let words = MemoryWords {
-        words: faulted,
-        want_write,
-    };
-    let (mapped, result) = g.map_batch(states, first, n, words, links, ops);
-    assert!(result.is_ok() && mapped.pages == n);
-    (faulted_valid, mapped.already + mapped.pages)
+) -> usize {
+    let (_, mapped, result) = g.commit_memory(states, first, faulted, true, links, ops);
+    assert!(result.is_ok() && mapped.pages == faulted.len());
+    mapped.already + mapped.pages
 }
 
 /// The floor's commit of one batch (`commit_unmapped`).
-fn commit_floor(states: &mut [HmmPfn], first: usize, faulted: &[u64]) -> (usize, usize) {
-    let faulted_valid = faulted
-        .iter()
-        .filter(|&&w| HmmPfn::from_raw(w).is_valid())
-        .count();
+fn commit_floor(states: &mut [HmmPfn], first: usize, faulted: &[u64]) -> usize {
     let mut valid = 0;
     for (slot, &word) in states[first..first + faulted.len()].iter_mut().zip(faulted) {
         let new = HmmPfn::from_raw(word);
@@ -125,7 +110,7 @@ fn commit_floor(states: &mut [HmmPfn], first: usize, faulted: &[u64]) -> (usize,
             HmmPfn::EMPTY
         };
     }
-    (faulted_valid, valid)
+    valid
 }
 
 fn main() {
@@ -152,7 +137,7 @@ fn main() {
     for _ in 0..ROUNDS {
         for first in (0..PAGES).step_by(BATCH) {
             let batch = &words[first..first + BATCH];
-            let (_, v) = match variant {
+            let v = match variant {
                 "rust" => commit_rust(&g, &mut states, first, batch, &mut links, &mut ops),
                 _ => commit_floor(&mut states, first, batch),
             };

@@ -912,6 +912,86 @@ fn memory_words_plan_as_their_candidates_in_generated_batches() {
 }
 
 #[test]
+fn commit_memory_is_drop_stale_then_map_batch() {
+    let mut rng = Rng::new(0xc0_4417);
+    let mut dropped_some = 0;
+    for round in 0..200 {
+        let npages = 1 + rng.index(2048);
+        let first_vpn = if rng.percent(50) {
+            0
+        } else {
+            rng.below(1 << 30)
+        };
+        let g = grouping(first_vpn, true, true);
+        // What an earlier fault mapped (or nothing), then what HMM reports now: the same pages,
+        // some moved or made writable, or another batch altogether.
+        let before = generate_batch(&mut rng, first_vpn, 0, npages);
+        let before_words = words_of(&mut rng, &before);
+        let mut now_words = if rng.percent(20) {
+            let b = generate_batch(&mut rng, first_vpn, 0, npages);
+            words_of(&mut rng, &b)
+        } else {
+            before_words.clone()
+        };
+        for w in now_words.iter_mut() {
+            if rng.percent(3) {
+                *w = HmmPfn::new_valid(rng.below(1 << 30), true, 0).raw();
+            } else if rng.percent(10) {
+                *w |= WRITE;
+            }
+        }
+        let first_write = rng.percent(50);
+        let want_write = rng.percent(70);
+        let mut a = (ModelIommu::new(g, npages), vec![HmmPfn::EMPTY; npages]);
+        let mut scratch = vec![Link::default(); npages];
+        if rng.percent(80) {
+            let earlier = MemoryWords {
+                words: &before_words,
+                want_write: first_write,
+            };
+            let (_, r) = g.map_batch(&mut a.1, 0, npages, earlier, &mut scratch, &mut a.0);
+            assert_eq!(r, Ok(()));
+        }
+        let mut b = (ModelIommu::new(g, npages), a.1.clone());
+        b.0.live = a.0.live.clone();
+        a.0.syncs.clear();
+        a.0.dirtied.clear();
+        // The batch: all of it or a piece.
+        let first = rng.index(npages);
+        let len = 1 + rng.index(npages - first);
+        let words = &now_words[first..first + len];
+        let what = format!("round {round} first {first} len {len} write {want_write}");
+
+        let dropped_a = g.drop_stale(&mut a.1, first, words, want_write, &mut a.0);
+        let (mapped_a, result_a) = g.map_batch(
+            &mut a.1,
+            first,
+            len,
+            MemoryWords { words, want_write },
+            &mut scratch,
+            &mut a.0,
+        );
+        let (dropped_b, mapped_b, result_b) =
+            g.commit_memory(&mut b.1, first, words, want_write, &mut scratch, &mut b.0);
+
+        assert_eq!(
+            (dropped_a, mapped_a, result_a),
+            (dropped_b, mapped_b, result_b),
+            "{what}"
+        );
+        assert_eq!(a.1, b.1, "{what}: state words");
+        assert_eq!(a.0.spans(), b.0.spans(), "{what}: mappings");
+        assert_eq!(a.0.syncs, b.0.syncs, "{what}: syncs");
+        assert_eq!(a.0.take_dirtied(), b.0.take_dirtied(), "{what}: dirtied");
+        dropped_some += usize::from(dropped_b > 0);
+    }
+    assert!(
+        dropped_some > 20,
+        "only {dropped_some} rounds dropped stale pages"
+    );
+}
+
+#[test]
 fn memory_words_reject_what_the_class_rejects() {
     let g = grouping(0, true, true);
     let head = HmmPfn::new_valid(PFN_2M, true, 9).raw();
