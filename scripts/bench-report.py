@@ -349,8 +349,10 @@ def section(recs, iommu, mode, png):
     # Invalidation.
     L += [
         "Invalidation after the whole-region fault: munmap wall time / time in the module's notifier, µs (median); "
-        "the rest of the region per page, ns. A 4 KiB munmap inside a THP splits the PMD, and the kernel invalidates "
-        "the whole 2 MiB block first (`__split_huge_pmd()`), in every variant; a pinned registration unmaps nothing.",
+        "the rest of the region per page, ns. A munmap that splits a mapping inside a 2 MiB block makes the kernel "
+        "invalidate the whole block first, huge page or not (`vma_adjust_trans_huge()` calls `__split_huge_pmd()`, "
+        "which notifies before it looks), so a 1-page munmap unmaps 512 pages in every variant; a pinned "
+        "registration unmaps nothing.",
         "",
         "| memory | variant | 1 page: wall / notifier | pages unmapped | 2 MiB: wall / notifier | rest: wall / notifier ns/page |",
         "|---|---|---:|---:|---:|---:|",
@@ -391,7 +393,7 @@ def section(recs, iommu, mode, png):
     th = recs.select(test="threads", iommu=iommu, mode=mode)
     if th:
         L += [
-            "One registration faulted by one thread (one call) or by two threads at once (one call each, disjoint halves), 2 vCPUs: wall time, ms (median), and the speed-up of two threads:",
+            "One registration (four times the region size) faulted by one thread (one call) or by two threads at once (one call each, disjoint halves), 2 vCPUs: wall time, ms (median), and the speed-up of two threads:",
             "",
             "| memory | variant | 1 thread | 2 threads | speed-up |",
             "|---|---|---:|---:|---:|",

@@ -47,7 +47,7 @@ order=(intel intel-cm amd virtio)
 "$ODP_TOP/scripts/setup.sh"
 if [ "$quick" = 1 ]; then
 	profile=test
-	args=(--size 4M --reps 1 --max-calls 4 --call-pages 16 --dma-seconds 1)
+	args=(--size 4M --reps 1 --max-calls 4 --call-pages 16 --dma-seconds 1 --no-warm-up)
 	memory=2G
 	# One VM, the model with the most modes: every mode switch and both DMA paths (IOVA and
 	# dma_map_phys) of every variant.

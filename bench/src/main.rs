@@ -16,12 +16,16 @@
 //!   notifier spent unmapping; then unregistered (timed);
 //! - `faults`: faults of 1, 8, 64 and 512 pages per call at random offsets of a registered region,
 //!   as a NIC's page faults come: each call timed;
-//! - `threads`: one thread faulting the whole region against two threads faulting its halves at
-//!   once, in one registration (the update lock must not serialize `hmm_range_fault()`);
+//! - `threads`: one thread faulting a region (four times the others, so that the work dwarfs
+//!   starting the threads) against two threads faulting its halves at once, in one registration
+//!   (the update lock must not serialize `hmm_range_fault()`);
 //! - `dma_map_benchmark`: the kernel's own benchmark of one `dma_map_single()` of 1 and 512 pages
 //!   on the same device (`dmabench.rs`).
 //!
-//! Absolute times under TCG mean little; ratios between variants measured in the same run do.
+//! Before the measurements of each mode, every variant runs every test once at 4 MiB, unrecorded
+//! (`--no-warm-up` skips it): under TCG the first run of a kernel path pays for translating its
+//! code. Absolute times under TCG mean little; ratios between variants measured in the same run
+//! do.
 
 mod dmabench;
 mod json;
@@ -30,7 +34,11 @@ mod memory;
 use std::{
     fs,
     io::Write,
-    sync::Barrier,
+    sync::atomic::{
+        AtomicBool,
+        AtomicUsize,
+        Ordering, //
+    },
     time::Instant, //
 };
 
@@ -45,6 +53,7 @@ use odp_hmm_uapi::*;
 /// Read-write registrations, faulted for writing.
 const RW: u32 = ODP_HMM_ACCESS_READ | ODP_HMM_ACCESS_WRITE;
 
+#[derive(Clone)]
 struct Config {
     iommu: String,
     modes: Vec<String>,
@@ -58,6 +67,9 @@ struct Config {
     max_calls: usize,
     call_pages: usize,
     threads: bool,
+    warm_up: bool,
+    /// The two-thread test's region, in regions (long enough to dwarf starting the threads).
+    thread_scale: usize,
     dma_tool: Option<String>,
     dma_seconds: u32,
     out: String,
@@ -70,6 +82,7 @@ fn usage() -> ! {
          \x20   [--memory fresh,fragmented,thp,hugetlb] [--fault-memory fresh,fragmented,thp]\n\
          \x20   [--variants rust,kernel,legacy,none,pinned] [--size 64M] [--reps N]\n\
          \x20   [--fault-pages 1,8,64,512] [--max-calls N] [--call-pages N] [--no-threads]\n\
+         \x20   [--thread-scale N] [--no-warm-up]\n\
          \x20   [--dma-tool PATH] [--dma-seconds N] [--seed N] [--out FILE]"
     );
     std::process::exit(2)
@@ -94,6 +107,8 @@ fn parse_args() -> Config {
         max_calls: 256,
         call_pages: 8192,
         threads: true,
+        warm_up: true,
+        thread_scale: 4,
         dma_tool: None,
         dma_seconds: 1,
         out: "bench.json".into(),
@@ -121,6 +136,8 @@ fn parse_args() -> Config {
             "--max-calls" => c.max_calls = num(v()),
             "--call-pages" => c.call_pages = num(v()),
             "--no-threads" => c.threads = false,
+            "--no-warm-up" => c.warm_up = false,
+            "--thread-scale" => c.thread_scale = num(v()).max(1),
             "--dma-tool" => c.dma_tool = Some(v()),
             "--dma-seconds" => c.dma_seconds = num(v()) as u32,
             "--seed" => c.seed = num(v()) as u64,
@@ -262,13 +279,12 @@ fn timed_unmap(
 fn measure_region(
     dev: &Device,
     ctx: &Obj,
-    c: &Config,
+    size: usize,
     kind: &str,
     variant: u32,
     rep: usize,
 ) -> Result<Obj, String> {
     let ps = page_size();
-    let size = c.size;
     let region = Region::new(kind, size)?;
     let mean_run = region.mean_run();
     let thp_kb = region.thp_kb();
@@ -337,7 +353,7 @@ fn measure_region(
 fn measure_faults(
     dev: &Device,
     ctx: &Obj,
-    c: &Config,
+    size: usize,
     kind: &str,
     fp: usize,
     starts: &[usize],
@@ -345,9 +361,9 @@ fn measure_faults(
     rep: usize,
 ) -> Result<Obj, String> {
     let ps = page_size();
-    let region = Region::new(kind, c.size)?;
+    let region = Region::new(kind, size)?;
     let reg = dev
-        .register(region.addr(), c.size as u64, RW, variant)
+        .register(region.addr(), size as u64, RW, variant)
         .map_err(|e| format!("register {}: {e}", backend_name(variant)))?;
     let mut lat = Vec::with_capacity(starts.len());
     for &first in starts {
@@ -376,7 +392,7 @@ fn measure_faults(
     let pct = |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1];
     let o = base(ctx, "faults", kind, fp, variant, rep)
         .s("dma_mode", dma_mode_name(reg.dma_mode))
-        .n("size", c.size as u64)
+        .n("size", size as u64)
         .n("calls", lat.len() as u64)
         .f("latency_median_us", pct(0.5) as f64 / 1e3)
         .f("latency_p99_us", pct(0.99) as f64 / 1e3)
@@ -386,42 +402,50 @@ fn measure_faults(
     Ok(stats_fields(o, &st))
 }
 
-/// The `threads` measurement: the region faulted by one thread in one call, or by two threads
-/// at once, one call each on its half.
+/// The `threads` measurement: a region of `size` bytes faulted by one thread in one call, or by
+/// two threads at once, one call each on its half. The threads spin until both run, then start
+/// together; the time is from the start to the last one's end.
+#[allow(clippy::too_many_arguments)]
 fn measure_threads(
     dev: &Device,
     ctx: &Obj,
-    c: &Config,
+    size: usize,
     kind: &str,
     threads: usize,
     variant: u32,
     rep: usize,
 ) -> Result<Obj, String> {
     let ps = page_size();
-    let region = Region::new(kind, c.size)?;
+    let region = Region::new(kind, size)?;
     let reg = dev
-        .register(region.addr(), c.size as u64, RW, variant)
+        .register(region.addr(), size as u64, RW, variant)
         .map_err(|e| format!("register {}: {e}", backend_name(variant)))?;
-    let part = c.size / threads;
-    let barrier = Barrier::new(threads + 1);
+    let part = size / threads;
+    let ready = AtomicUsize::new(0);
+    let go = AtomicBool::new(false);
     let (wall, per_thread) = std::thread::scope(|s| -> Result<(u64, Vec<u64>), String> {
         let workers: Vec<_> = (0..threads)
             .map(|k| {
-                let barrier = &barrier;
+                let (ready, go) = (&ready, &go);
                 let addr = region.addr() + (k * part) as u64;
                 s.spawn(move || {
-                    barrier.wait();
-                    let t = Instant::now();
+                    ready.fetch_add(1, Ordering::AcqRel);
+                    while !go.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
                     let done = dev.fault(reg.handle, addr, part as u64, ODP_HMM_FAULT_WRITE);
-                    (ns(t), done)
+                    (Instant::now(), done)
                 })
             })
             .collect();
-        barrier.wait();
+        while ready.load(Ordering::Acquire) < threads {
+            std::hint::spin_loop();
+        }
         let t = Instant::now();
+        go.store(true, Ordering::Release);
         let mut per_thread = Vec::new();
         for w in workers {
-            let (took, done) = w.join().map_err(|_| "fault thread panicked".to_string())?;
+            let (end, done) = w.join().map_err(|_| "fault thread panicked".to_string())?;
             let done = done.map_err(|e| format!("fault: {e}"))?;
             if done.pages_valid != (part / ps) as u64 {
                 return Err(format!(
@@ -430,22 +454,51 @@ fn measure_threads(
                     part / ps
                 ));
             }
-            per_thread.push(took);
+            per_thread.push(end.duration_since(t).as_nanos() as u64);
         }
-        Ok((ns(t), per_thread))
+        let wall = per_thread.iter().copied().max().unwrap_or(0);
+        Ok((wall, per_thread))
     })?;
     let st = dev.stats(reg.handle).map_err(|e| format!("stats: {e}"))?;
     dev.unregister(reg.handle)
         .map_err(|e| format!("unregister: {e}"))?;
     let o = base(ctx, "threads", kind, part / ps, variant, rep)
         .n("threads", threads as u64)
-        .n("size", c.size as u64)
+        .n("size", size as u64)
         .n("fault_wall_ns", wall)
         .n(
-            "thread_max_ns",
-            per_thread.iter().copied().max().unwrap_or(0),
+            "thread_min_ns",
+            per_thread.iter().copied().min().unwrap_or(0),
         );
     Ok(stats_fields(o, &st))
+}
+
+/// Runs every variant through every test once at a small size, recording nothing: under TCG
+/// the first run of any kernel path pays for translating its code, which would land on
+/// whichever variant came first.
+fn warm_up(dev: &Device, ctx: &Obj, c: &Config, rng: &mut Rng) -> Result<(), String> {
+    let size = (4 << 20).min(c.size);
+    let small = Config {
+        size,
+        max_calls: 8,
+        call_pages: 64,
+        ..c.clone()
+    };
+    for &variant in &c.variants {
+        for kind in &c.memory {
+            measure_region(dev, ctx, size, kind, variant, 0)?;
+        }
+        if variant == ODP_HMM_BACKEND_PINNED {
+            continue;
+        }
+        for kind in &c.fault_memory {
+            for &fp in &c.fault_pages {
+                let starts = fault_starts(&small, fp, rng);
+                measure_faults(dev, ctx, size, kind, fp, &starts, variant, 0)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes records as one JSON array, one record per line.
@@ -535,13 +588,18 @@ fn run(c: &Config) -> Result<(), String> {
 
         // The device was rebound: open it again.
         let dev = Device::open().map_err(|e| format!("open: {e}"))?;
+        if c.warm_up {
+            let t = Instant::now();
+            warm_up(&dev, &ctx, c, &mut rng)?;
+            eprintln!("# {mode} warm-up: {:.1} s", t.elapsed().as_secs_f64());
+        }
         let n = c.variants.len();
         for rep in 0..c.reps {
             for kind in &c.memory {
                 for i in 0..n {
                     let variant = c.variants[(i + rep) % n];
                     let t = Instant::now();
-                    let r = measure_region(&dev, &ctx, c, kind, variant, rep)?;
+                    let r = measure_region(&dev, &ctx, c.size, kind, variant, rep)?;
                     eprintln!(
                         "# {mode} region {kind:<10} rep {rep} {:<6} {:.1} s",
                         backend_name(variant),
@@ -566,7 +624,8 @@ fn run(c: &Config) -> Result<(), String> {
                     let t = Instant::now();
                     for i in 0..n {
                         let variant = faulting[(i + rep) % n];
-                        let r = measure_faults(&dev, &ctx, c, kind, fp, &starts, variant, rep)?;
+                        let r =
+                            measure_faults(&dev, &ctx, c.size, kind, fp, &starts, variant, rep)?;
                         out.push(&r)?;
                     }
                     eprintln!(
@@ -585,7 +644,15 @@ fn run(c: &Config) -> Result<(), String> {
                         // Alternate which goes first.
                         let order = if rep % 2 == 0 { [1, 2] } else { [2, 1] };
                         for threads in order {
-                            let r = measure_threads(&dev, &ctx, c, kind, threads, variant, rep)?;
+                            let r = measure_threads(
+                                &dev,
+                                &ctx,
+                                c.size * c.thread_scale,
+                                kind,
+                                threads,
+                                variant,
+                                rep,
+                            )?;
                             out.push(&r)?;
                         }
                     }
