@@ -20,9 +20,9 @@ from pathlib import Path
 
 VARIANTS = ["rust", "kernel", "legacy", "none", "pinned"]
 LABEL = {"rust": "ours", "kernel": "kernel", "legacy": "legacy", "none": "floor", "pinned": "pinned"}
-MEMORY = ["fresh", "fragmented", "thp", "hugetlb"]
+MEMORY = ["contiguous", "fragmented", "thp", "hugetlb"]
 MEMORY_LABEL = {
-    "fresh": "4 KiB contiguous",
+    "contiguous": "4 KiB contiguous",
     "fragmented": "4 KiB fragmented",
     "thp": "THP",
     "hugetlb": "hugetlbfs 2 MiB",
@@ -199,21 +199,21 @@ def targets(recs):
     for mode in ("strict",):
         if ("intel", mode) not in configs(recs):
             continue
-        vk = region_ratio(recs, "intel", mode, "fresh", "kernel", "rust")
-        vf = region_ratio(recs, "intel", mode, "fresh", "rust", "none")
+        vk = region_ratio(recs, "intel", mode, "contiguous", "kernel", "rust")
+        vf = region_ratio(recs, "intel", mode, "contiguous", "rust", "none")
         ok = vk is not None and vk[1] >= 2.5
         rows.append(("4 KiB contiguous: ours >= 2.5x kernel", f"intel cm=off {mode}", fmt3(vk), met(ok),
-                     "" if ok else profile_sentence(recs, "intel", mode, "fresh")))
+                     "" if ok else profile_sentence(recs, "intel", mode, "contiguous")))
         ok = vf is not None and vf[1] <= 2.0
         rows.append(("4 KiB contiguous: ours <= 2.0x floor", f"intel cm=off {mode}", fmt3(vf), met(ok),
-                     "" if ok else profile_sentence(recs, "intel", mode, "fresh")))
+                     "" if ok else profile_sentence(recs, "intel", mode, "contiguous")))
     # 4 KiB fragmented and 1-page faults: never slower than the kernel.
     for iommu, mode in allcfg:
         vk = region_ratio(recs, iommu, mode, "fragmented", "kernel", "rust")
         ok = vk is not None and vk[1] >= 1.0
         rows.append(("4 KiB fragmented: ours >= 1.0x kernel", f"{IOMMU_SHORT(iommu)} {mode}", fmt3(vk), met(ok),
                      "" if ok else profile_sentence(recs, iommu, mode, "fragmented")))
-        for memory in ("fresh", "fragmented"):
+        for memory in ("contiguous", "fragmented"):
             v1 = fault_ratio(recs, iommu, mode, memory, 1, "kernel", "rust")
             if v1 is None:
                 continue
@@ -222,10 +222,10 @@ def targets(recs):
                          f"{IOMMU_SHORT(iommu)} {mode}", fmt3(v1), met(ok), "" if ok else fault_note(recs, iommu, mode, memory)))
     # virtio-iommu: >= 5x for 4 KiB contiguous.
     if ("virtio", "strict") in configs(recs):
-        vk = region_ratio(recs, "virtio", "strict", "fresh", "kernel", "rust")
+        vk = region_ratio(recs, "virtio", "strict", "contiguous", "kernel", "rust")
         ok = vk is not None and vk[1] >= 5
         rows.append(("virtio-iommu 4 KiB contiguous: ours >= 5x kernel", "virtio strict", fmt3(vk), met(ok),
-                     "" if ok else profile_sentence(recs, "virtio", "strict", "fresh")))
+                     "" if ok else profile_sentence(recs, "virtio", "strict", "contiguous")))
     # Bookkeeping.
     bpp = [r["bookkeeping_bytes"] / r["pages"] for r in recs.select(test="region", variant="rust") if r["dma_mode"] == "iova"]
     if bpp:
@@ -259,12 +259,12 @@ def config_summary_rows(recs):
     for iommu, mode in configs(recs):
         fr = lambda m: fmt3(region_ratio(recs, iommu, mode, m, "kernel", "rust"), prec=1)
         fl = lambda m: fmt3(region_ratio(recs, iommu, mode, m, "rust", "none"), prec=1)
-        f1 = fmt3(fault_ratio(recs, iommu, mode, "fresh", 1, "kernel", "rust"), prec=2)
+        f1 = fmt3(fault_ratio(recs, iommu, mode, "contiguous", 1, "kernel", "rust"), prec=2)
         anchors = {r["fault_pages"]: r for r in recs.select(test="dma_map_benchmark", iommu=iommu, mode=mode)}
         a = lambda g: f"{anchors[g]['map_us']:.1f}" if g in anchors else "n/a"
         rows.append(
-            f"| {IOMMU_SHORT(iommu)} | {mode} ({domain_of(recs, iommu, mode)}) | {fr('fresh')} | {fr('fragmented')} | {fr('thp')} "
-            f"| {fr('hugetlb')} | {fl('fresh')} | {fl('thp')} | {f1} | {a(1)} / {a(512)} |"
+            f"| {IOMMU_SHORT(iommu)} | {mode} ({domain_of(recs, iommu, mode)}) | {fr('contiguous')} | {fr('fragmented')} | {fr('thp')} "
+            f"| {fr('hugetlb')} | {fl('contiguous')} | {fl('thp')} | {f1} | {a(1)} / {a(512)} |"
         )
     return rows
 
@@ -398,7 +398,7 @@ def section(recs, iommu, mode, png):
             "| memory | variant | 1 thread | 2 threads | speed-up |",
             "|---|---|---:|---:|---:|",
         ]
-        for m in ("fresh", "thp"):
+        for m in ("contiguous", "thp"):
             for v in ("rust", "none"):
                 one = [r for r in th if (r["memory"], r["variant"], r["threads"]) == (m, v, 1)]
                 two = [r for r in th if (r["memory"], r["variant"], r["threads"]) == (m, v, 2)]
@@ -454,7 +454,7 @@ def plot(recs, iommu, out_dir):
         ax.legend(fontsize=8)
         ax = axes[row][1]
         for v in ("rust", "kernel", "legacy", "none"):
-            for m, style in (("fresh", "-"), ("fragmented", "--"), ("thp", ":")):
+            for m, style in (("contiguous", "-"), ("fragmented", "--"), ("thp", ":")):
                 pts = sorted({r["fault_pages"] for r in recs.select(test="faults", iommu=iommu, mode=mode, memory=m, variant=v)})
                 if not pts:
                     continue
@@ -520,8 +520,9 @@ def main():
         "the median over the repetitions (min-max in parentheses). Variants: **ours** (the Rust manager), **kernel** "
         "(the kernel's `hmm_dma_map_pfn()`), **legacy** (`dma_map_phys()` per page, stored address), **floor** "
         "(`hmm_range_fault()` alone, nothing mapped) and **pinned** (not ODP: `pin_user_pages_fast(FOLL_LONGTERM)` "
-        "and the same IOVA window, linked at registration). Memory: 4 KiB contiguous (fresh anonymous memory, "
-        "`MADV_NOHUGEPAGE`), 4 KiB fragmented (populated after freeing every other page of a pool twice its size), "
+        "and the same IOVA window, linked at registration). Memory: 4 KiB contiguous (anonymous memory populated as "
+        "THPs, then split into 4 KiB pages and folios through debugfs `split_huge_pages`: physically contiguous runs "
+        "of 512 pages or more), 4 KiB fragmented (populated after freeing every other page of a pool twice its size), "
         "THP (`MADV_HUGEPAGE`), hugetlbfs (2 MiB pages). Speed-ups are the other variant's time over ours (>1: ours "
         "is faster); *cost vs floor* is our time over the floor's.",
         "",

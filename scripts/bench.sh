@@ -99,15 +99,15 @@ vm_timeout=3600
 for iommu in "${order[@]}"; do
 	case " ${only[*]} " in *" $iommu "*) ;; *) continue ;; esac
 	log "running the benchmarks in the VM ($profile kernel, $iommu: ${modes[$iommu]}) into $out"
-	start=$(date +%s)
 	# tsc=reliable: under TCG the clocksource watchdog sees the TSC lag and may switch the guest
 	# to the HPET in the middle of a run, which changes what every timer read costs.
-	ODP_HMM_VM_TIMEOUT=$vm_timeout "$ODP_TOP/scripts/vm-run.sh" --iommu "$iommu" --kernel "$kdir" --module "$module" \
+	ODP_HMM_VM_TIMEOUT=$vm_timeout ODP_HMM_VM_TIME_FILE=$out/vm-time-$iommu \
+		"$ODP_TOP/scripts/vm-run.sh" --iommu "$iommu" --kernel "$kdir" --module "$module" \
 		--memory "$memory" --append tsc=reliable --rwdir "$out" -- \
 		"$ODP_TOP/target/release/odp_hmm_bench" "${args[@]}" --iommu "$iommu" \
 		--modes "${modes[$iommu]}" --dma-tool "$tools/dma_map_benchmark" \
 		--out "$out/bench-$iommu.json"
-	took=$(($(date +%s) - start))
+	took=$(cat "$out/vm-time-$iommu")
 	timings+=("$iommu ${took}s")
 	log "$iommu: ${took} s"
 	jsons+=("$out/bench-$iommu.json")

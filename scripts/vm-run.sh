@@ -38,7 +38,8 @@
 # there at least one must appear, anywhere else none may.
 #
 # KVM is off (nested KVM hangs on this kind of machine); ODP_HMM_KVM=1 turns it on.
-# A run is killed after ODP_HMM_VM_TIMEOUT seconds (default 1800).
+# A run is killed after ODP_HMM_VM_TIMEOUT seconds (default 1800); ODP_HMM_VM_TIME_FILE names a
+# file to write the seconds the VM ran to (without the wait for the lock).
 
 . "$(dirname "$0")/lib.sh"
 
@@ -130,6 +131,7 @@ esac
 mkdir -p "$ODP_CACHE"
 exec 9>"$ODP_CACHE/vm.lock"
 flock 9
+vm_started=$(date +%s)
 
 results=$(mktemp -d /tmp/odp-vm.XXXXXX)
 cleanup() {
@@ -162,6 +164,8 @@ timeout --foreground "${ODP_HMM_VM_TIMEOUT:-1800}" vng --run "$kernel/arch/x86/b
 	--exec "bash $ODP_TOP/scripts/guest-run.sh $results" </dev/null 2>&1 | cat
 rc=${PIPESTATUS[0]}
 set -e
+# How long the VM ran, without the wait for the lock (scripts/bench.sh reports it).
+[ -z "${ODP_HMM_VM_TIME_FILE:-}" ] || echo $(($(date +%s) - vm_started)) >"$ODP_HMM_VM_TIME_FILE"
 
 [ -z "$keep" ] || { mkdir -p "$keep" && cp "$results"/*.txt "$keep"/ 2>/dev/null || true; }
 

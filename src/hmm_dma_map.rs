@@ -54,6 +54,7 @@ use crate::{
         kvmem::StateArray,
         mm::set_pfn_dirty,
         p2pdma::any_p2p,
+        params,
         sched::{
             cond_resched,
             fatal_signal_pending, //
@@ -238,6 +239,9 @@ struct DmaOps<'a> {
     counters: &'a mut MapCounters,
     /// Whether a long unmap may reschedule (not in a non-blocking invalidation).
     may_sleep: bool,
+    /// Whether to time the link and sync calls (`dma_call_timers=`): a clock read each, which a
+    /// one-page fault notices.
+    timed: bool,
     /// When the last link call returned: the sync that follows it (see `map_batch`) starts
     /// there, which saves a clock read per batch.
     linked_at: Option<Instant<Monotonic>>,
@@ -253,7 +257,7 @@ impl MapOps for DmaOps<'_> {
     fn link(&mut self, links: &[Link]) -> (usize, Result) {
         // The calls are timed as one: a clock read per call would cost as much as a
         // `dma_map_phys()` in passthrough mode, where every page is its own call.
-        let start = Instant::<Monotonic>::now();
+        let start = self.timed.then(Instant::<Monotonic>::now);
         let mut made = 0;
         let mut result = Ok(());
         for link in links {
@@ -292,9 +296,11 @@ impl MapOps for DmaOps<'_> {
             }
             made += 1;
         }
-        let end = Instant::<Monotonic>::now();
-        self.counters.link_ns += ns_between(start, end);
-        self.linked_at = Some(end);
+        if let Some(start) = start {
+            let end = Instant::<Monotonic>::now();
+            self.counters.link_ns += ns_between(start, end);
+            self.linked_at = Some(end);
+        }
         // CAST: A call count fits `u64`.
         self.counters.link_calls += made as u64 + u64::from(result.is_err());
         (made, result)
@@ -305,6 +311,9 @@ impl MapOps for DmaOps<'_> {
             return Ok(());
         };
         self.counters.sync_calls += 1;
+        if !self.timed {
+            return window.sync(bytes(first), bytes(end - first));
+        }
         let start = self
             .linked_at
             .take()
@@ -723,6 +732,7 @@ impl HmmDmaMap {
             sink,
             counters,
             may_sleep,
+            timed: params::dma_call_timers(),
             linked_at: None,
             mark_dirty: pinned.is_none(),
         };

@@ -2,8 +2,11 @@
 
 //! The memory a benchmark registers, in the states the benchmark compares:
 //!
-//! - `fresh`: anonymous 4 KiB pages (`MADV_NOHUGEPAGE`) populated in one go, which the page
-//!   allocator hands out mostly physically contiguous;
+//! - `contiguous`: anonymous 4 KiB pages in physically contiguous runs of 512 or more: populated
+//!   as transparent huge pages, then split into 4 KiB pages and folios by the kernel's
+//!   `split_huge_pages` debugfs file, and `MADV_NOHUGEPAGE` so that nothing merges them again
+//!   (how the page allocator hands out a plain 4 KiB population depends on what was freed
+//!   before: as scattered as the fragmented kind after a few tests);
 //! - `fragmented`: the same, populated while the allocator's free memory is scattered pages: a
 //!   pool twice the region's size is populated, every other page of it freed
 //!   (`MADV_DONTNEED`), and only then the region populated, so that it gets the freed pages;
@@ -29,7 +32,10 @@ use odp_hmm_uapi::page_size;
 pub const HUGE: usize = 2 << 20;
 
 /// The memory kinds, in report order.
-pub const KINDS: [&str; 4] = ["fresh", "fragmented", "thp", "hugetlb"];
+pub const KINDS: [&str; 4] = ["contiguous", "fragmented", "thp", "hugetlb"];
+
+/// The kernel's debugfs file that splits the huge pages of a range of a process.
+const SPLIT_HUGE_PAGES: &str = "/sys/kernel/debug/split_huge_pages";
 
 /// A populated, 2 MiB-aligned region of anonymous memory, unmapped when dropped (what is left
 /// of it).
@@ -131,7 +137,7 @@ impl Region {
             len,
             _pool: None,
         };
-        let advice = if kind == "thp" {
+        let advice = if matches!(kind, "thp" | "contiguous") {
             libc::MADV_HUGEPAGE
         } else {
             libc::MADV_NOHUGEPAGE
@@ -141,6 +147,12 @@ impl Region {
             region._pool = Some(fragment(2 * len)?);
         }
         touch(start, len);
+        if kind == "contiguous" {
+            let split = format!("{},{start:#x},{:#x}", std::process::id(), start + len);
+            fs::write(SPLIT_HUGE_PAGES, &split)
+                .map_err(|e| format!("{SPLIT_HUGE_PAGES} <- {split}: {e}"))?;
+            advise(start, len, libc::MADV_NOHUGEPAGE)?;
+        }
         Ok(region)
     }
 

@@ -59,3 +59,10 @@ pub(crate) fn device_fault_timeout_ms() -> u32 {
     // SAFETY: Reads a module parameter; always safe.
     unsafe { odp::odp_shim_param_device_fault_timeout_ms() }
 }
+
+/// `dma_call_timers=`: whether the mapping manager times its link and sync calls (writable at run
+/// time).
+pub(crate) fn dma_call_timers() -> bool {
+    // SAFETY: Reads a module parameter; always safe.
+    unsafe { odp::odp_shim_param_dma_call_timers() }
+}

@@ -91,6 +91,16 @@ module_param(file_limit_mb, ulong, 0644);
 MODULE_PARM_DESC(file_limit_mb,
 		 "Most memory one open file of /dev/odp_hmm may have registered at a time, in MiB: what bounds its IOVA space and its 8-16 bytes of kernel memory per 4 KiB page (default 65536: 64 GiB; 0: no limit). A registration beyond it fails with ENOSPC");
 
+static bool dma_call_timers;
+module_param(dma_call_timers, bool, 0644);
+MODULE_PARM_DESC(dma_call_timers,
+		 "Time every batch's dma_iova_link()/dma_map_phys() and dma_iova_sync() calls for the link_ns and sync_ns counters (a clock read each, a cost of its own in small faults). Default: off (the counters stay 0)");
+
+bool odp_shim_param_dma_call_timers(void)
+{
+	return READ_ONCE(dma_call_timers);
+}
+
 int odp_shim_param_backend(void)
 {
 	return backend;

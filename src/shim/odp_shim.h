@@ -31,6 +31,7 @@ bool odp_shim_param_debug_raw_dma(void);
 unsigned int odp_shim_param_copy_timeout_ms(void);
 unsigned long odp_shim_param_file_limit_mb(void);
 unsigned int odp_shim_param_device_fault_timeout_ms(void);
+bool odp_shim_param_dma_call_timers(void);
 
 /* <linux/mmu_notifier.h> inline helpers. */
 void odp_shim_mmu_interval_set_seq(struct mmu_interval_notifier *sub,

@@ -342,9 +342,11 @@ struct odp_hmm_snapshot {
  * @registrations: out: registrations alive now
  * @fault_ns:	out: time spent in hmm_range_fault()
  * @map_ns:	out: time spent mapping faulted pages (links, syncs, bookkeeping)
- * @sync_ns:	out: of which in dma_iova_sync() (0 for backend=kernel, which
+ * @sync_ns:	out: of which in dma_iova_sync(), when the module parameter
+ *		dma_call_timers=1 (0 otherwise, and for backend=kernel, which
  *		syncs inside hmm_dma_map_pfn())
- * @link_ns:	out: of which in dma_iova_link() or dma_map_phys() (0 for
+ * @link_ns:	out: of which in dma_iova_link() or dma_map_phys(), when
+ *		dma_call_timers=1 (0 otherwise, and for
  *		backend=kernel)
  * @unmap_ns:	out: time invalidations spent unmapping
  * @invalidations_nonblocking: out: of the invalidation callbacks, those that
