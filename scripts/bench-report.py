@@ -393,21 +393,22 @@ def section(recs, iommu, mode, png):
     th = recs.select(test="threads", iommu=iommu, mode=mode)
     if th:
         L += [
-            "One registration (four times the region size) faulted by one thread (one call) or by two threads at once (one call each, disjoint halves), 2 vCPUs: wall time, ms (median), and the speed-up of two threads:",
+            "One registration (eight times the region size) faulted by one thread (one call) or by two threads at once (one call each, disjoint halves), 2 vCPUs: wall time, ms (median), the speed-up of two threads, and the share of the one-thread time spent under the update lock (mapping):",
             "",
-            "| memory | variant | 1 thread | 2 threads | speed-up |",
-            "|---|---|---:|---:|---:|",
+            "| memory | variant | 1 thread | 2 threads | speed-up | under the lock |",
+            "|---|---|---:|---:|---:|---:|",
         ]
         for m in ("contiguous", "thp"):
-            for v in ("rust", "none"):
+            for v in ("rust", "kernel", "none"):
                 one = [r for r in th if (r["memory"], r["variant"], r["threads"]) == (m, v, 1)]
                 two = [r for r in th if (r["memory"], r["variant"], r["threads"]) == (m, v, 2)]
                 if not one or not two:
                     continue
                 sp = stats3([a["fault_wall_ns"] / b["fault_wall_ns"] for a in one for b in two if a["rep"] == b["rep"]])
+                lock = med([r["map_ns"] / r["fault_wall_ns"] for r in one])
                 L.append(
                     f"| {MEMORY_LABEL[m]} | {LABEL[v]} | {med([r['fault_wall_ns'] / 1e6 for r in one]):.1f} "
-                    f"| {med([r['fault_wall_ns'] / 1e6 for r in two]):.1f} | {fmt3(sp)} |"
+                    f"| {med([r['fault_wall_ns'] / 1e6 for r in two]):.1f} | {fmt3(sp)} | {100 * lock:.0f}% |"
                 )
         L.append("")
     # The kernel's own map benchmark.

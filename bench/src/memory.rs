@@ -95,11 +95,14 @@ fn advise(addr: usize, len: usize, advice: i32) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes one byte in every page of `addr..addr + len`: populates it.
+/// Writes one byte in every page of `addr..addr + len`: populates it. Not a zero: the kernel
+/// maps zero-filled pages of a huge page it splits to the shared zero page, which would undo the
+/// contiguous kind.
 fn touch(addr: usize, len: usize) {
-    for off in (0..len).step_by(page_size()) {
+    let ps = page_size();
+    for off in (0..len).step_by(ps) {
         // SAFETY: Inside our own writable mapping.
-        unsafe { std::ptr::write_volatile((addr + off) as *mut u8, off as u8) };
+        unsafe { std::ptr::write_volatile((addr + off) as *mut u8, (off / ps) as u8 | 1) };
     }
 }
 
