@@ -561,10 +561,30 @@ impl Grouping {
             dropped = self.drop_stale(states, first, faulted, want_write, ops);
             already = mapped_count(&states[first..end]);
         }
-        let words = MemoryWords {
+        let mut words = MemoryWords {
             words: faulted,
             want_write,
         };
+        // A single page not mapped yet (a NIC's 1-page fault) needs no planning: a unit larger
+        // than the batch cannot be made, so the plan is one order-0 link, if the page is a
+        // candidate at all.
+        if let ([_], 0, Some(slot)) = (faulted, already, links.first_mut()) {
+            let planned = match words.get(0) {
+                Some(c) => {
+                    *slot = Link {
+                        first,
+                        npages: 1,
+                        pfn: c.pfn,
+                        unit_order: 0,
+                        class: c.class,
+                    };
+                    1
+                }
+                None => 0,
+            };
+            let (mapped, result) = self.apply(states, &links[..planned], Mapped::default(), ops);
+            return (dropped, mapped, result);
+        }
         let (mapped, result) = self.map_counted(states, first, len, already, words, links, ops);
         (dropped, mapped, result)
     }
@@ -604,10 +624,22 @@ impl Grouping {
             *slot = link;
             planned += 1;
         }
+        // ... and make them.
+        self.apply(states, &links[..planned], done, ops)
+    }
 
-        // ... make the calls, with one IOTLB sync for every link of the batch ...
-        let (made, result) = ops.link(&links[..planned]);
-        let made = &links[..made.min(planned)];
+    /// Makes the `planned` links, syncs the IOTLB once for all of them and records them in the
+    /// state words; `done` counts what was mapped before (see [`Self::map_batch`]).
+    fn apply<O: MapOps>(
+        &self,
+        states: &mut [HmmPfn],
+        planned: &[Link],
+        mut done: Mapped,
+        ops: &mut O,
+    ) -> (Mapped, Result<(), O::Error>) {
+        // Make the calls, with one IOTLB sync for every link of the batch ...
+        let (made, result) = ops.link(planned);
+        let made = &planned[..made.min(planned.len())];
         let span = made
             .iter()
             .fold(None, |span: Option<(usize, usize)>, link| {

@@ -118,7 +118,13 @@ fn parse_args() -> Config {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut v = || args.next().unwrap_or_else(|| usage());
-        let list = |s: String| s.split(',').map(str::to_string).collect::<Vec<_>>();
+        // An empty list ("") is no item: `--memory ''` skips the region test.
+        let list = |s: String| {
+            s.split(',')
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
         let num = |s: String| s.parse::<usize>().unwrap_or_else(|_| usage());
         match a.as_str() {
             "--iommu" => c.iommu = v(),

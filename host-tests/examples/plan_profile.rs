@@ -17,7 +17,8 @@
 //! callgrind_annotate /tmp/cg.out | head -30
 //! ```
 //!
-//! Arguments: `thp|contiguous|fragmented` and `rust|floor` (default `thp rust`); it prints the
+//! Arguments: `thp|contiguous|fragmented`, `rust|floor` (default `thp rust`), and `single` for
+//! batches of one page (a NIC's 1-page faults) instead of 512; it prints the
 //! instructions' worth of work as nanoseconds per page of wall time on this host, which is a
 //! rough guide only (under the VM's TCG every instruction costs many).
 
@@ -117,9 +118,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let kind = args.first().map_or("thp", String::as_str);
     let variant = args.get(1).map_or("rust", String::as_str);
+    let single = args.get(2).is_some_and(|a| a == "single");
     if !["thp", "contiguous", "fragmented"].contains(&kind) || !["rust", "floor"].contains(&variant)
     {
-        eprintln!("usage: plan_profile [thp|contiguous|fragmented] [rust|floor]");
+        eprintln!("usage: plan_profile [thp|contiguous|fragmented] [rust|floor] [single]");
         std::process::exit(2);
     }
     let words = hmm_words(kind);
@@ -133,10 +135,12 @@ fn main() {
     let mut links = vec![Link::default(); BATCH];
     let mut ops = NoDma { links: 0 };
     let mut valid = 0;
+    // `single`: one page per batch, as a NIC's 1-page faults come.
+    let batch_len = if single { 1 } else { BATCH };
     let start = Instant::now();
     for _ in 0..ROUNDS {
-        for first in (0..PAGES).step_by(BATCH) {
-            let batch = &words[first..first + BATCH];
+        for first in (0..PAGES).step_by(batch_len) {
+            let batch = &words[first..first + batch_len];
             let v = match variant {
                 "rust" => commit_rust(&g, &mut states, first, batch, &mut links, &mut ops),
                 _ => commit_floor(&mut states, first, batch),

@@ -915,7 +915,8 @@ fn memory_words_plan_as_their_candidates_in_generated_batches() {
 fn commit_memory_is_drop_stale_then_map_batch() {
     let mut rng = Rng::new(0xc0_4417);
     let mut dropped_some = 0;
-    for round in 0..200 {
+    let mut single = 0;
+    for round in 0..400 {
         let npages = 1 + rng.index(2048);
         let first_vpn = if rng.percent(50) {
             0
@@ -956,9 +957,13 @@ fn commit_memory_is_drop_stale_then_map_batch() {
         b.0.live = a.0.live.clone();
         a.0.syncs.clear();
         a.0.dirtied.clear();
-        // The batch: all of it or a piece.
+        // The batch: all of it, a piece, or one page (a NIC's 1-page fault, planned apart).
         let first = rng.index(npages);
-        let len = 1 + rng.index(npages - first);
+        let len = if rng.percent(30) {
+            1
+        } else {
+            1 + rng.index(npages - first)
+        };
         let words = &now_words[first..first + len];
         let what = format!("round {round} first {first} len {len} write {want_write}");
 
@@ -984,11 +989,13 @@ fn commit_memory_is_drop_stale_then_map_batch() {
         assert_eq!(a.0.syncs, b.0.syncs, "{what}: syncs");
         assert_eq!(a.0.take_dirtied(), b.0.take_dirtied(), "{what}: dirtied");
         dropped_some += usize::from(dropped_b > 0);
+        single += usize::from(len == 1 && mapped_b.pages == 1);
     }
     assert!(
         dropped_some > 20,
         "only {dropped_some} rounds dropped stale pages"
     );
+    assert!(single > 50, "only {single} rounds mapped a single page");
 }
 
 #[test]
