@@ -706,10 +706,69 @@ impl HmmDmaMap {
                 done.valid = self.commit_unmapped(first, faulted);
                 Ok(())
             }
+            Backend::Rust if p2p.is_none() => match faulted {
+                [word] => match self.commit_one(first, *word, want_write, done) {
+                    Some(result) => result,
+                    None => self.commit_own(first, faulted, want_write, links, p2p, done),
+                },
+                _ => self.commit_own(first, faulted, want_write, links, p2p, done),
+            },
             Backend::Rust | Backend::Legacy | Backend::Pinned => {
                 self.commit_own(first, faulted, want_write, links, p2p, done)
             }
         }
+    }
+
+    /// [`Self::commit`] of one page of ordinary memory that is not mapped yet, in IOVA mode (a
+    /// NIC's 1-page fault), without the planner and its bookkeeping: the plan of a one-page
+    /// batch is one order-0 link (`Grouping::commit_memory` makes the same), here linked and
+    /// synced directly. `None` for anything else (the page is mapped, invalid, the calls are
+    /// timed, no IOVA window): the caller takes the general path.
+    fn commit_one(
+        &mut self,
+        idx: usize,
+        word: u64,
+        want_write: bool,
+        done: &mut Committed,
+    ) -> Option<Result> {
+        let Store::Iova { states, window } = &mut self.store else {
+            return None;
+        };
+        let state = states.get_mut(idx)?;
+        let new = HmmPfn::from_raw(word);
+        if state.is_dma_mapped() || !new.is_valid() || new.is_error() || params::dma_call_timers() {
+            return None;
+        }
+        let writable = want_write && new.is_writable();
+        let access = Access {
+            writable,
+            mmio: false,
+        };
+        self.counters.link_calls += 1;
+        // SAFETY: The page is one `hmm_range_fault()` reported for this batch, checked under the
+        // update lock, not mapped (its word says so), inside the registration (`get_mut`), so
+        // inside the window; it stays mapped in the mm until an invalidation, which unlinks it
+        // first (the type invariants).
+        if let Err(err) = unsafe { window.link(phys(new.pfn()), bytes(idx), PAGE_SIZE, access) } {
+            return Some(Err(err));
+        }
+        self.counters.sync_calls += 1;
+        if let Err(err) = window.sync(bytes(idx), PAGE_SIZE) {
+            // The link may not be visible: take it back, as `Grouping::map_batch` does.
+            // SAFETY: Exactly the unit just linked, with its access.
+            unsafe { window.unlink(bytes(idx), PAGE_SIZE, access) };
+            self.counters.unlink_calls += 1;
+            if writable {
+                // SAFETY: The page is still mapped in the mm (see above).
+                unsafe { set_pfn_dirty(new.pfn()) };
+            }
+            return Some(Err(err));
+        }
+        *state = HmmPfn::new_valid(new.pfn(), writable, 0).mapped(MapKind::Memory, 0);
+        self.counters.pages_mapped += 1;
+        done.mapped += 1;
+        done.valid = 1;
+        Some(Ok(()))
     }
 
     /// The state words and the DMA calls of the Rust manager and the legacy design.
