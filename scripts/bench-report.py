@@ -220,7 +220,7 @@ def targets(recs):
                 continue
             ok = v1[1] >= 1.0
             rows.append((f"1-page faults ({MEMORY_LABEL[memory]}, median latency): ours >= 1.0x kernel",
-                         f"{IOMMU_SHORT(iommu)} {mode}", fmt3(v1), met(ok), "" if ok else fault_note(recs, iommu, mode, memory)))
+                         f"{IOMMU_SHORT(iommu)} {mode}", fmt3(v1, prec=3), met(ok), "" if ok else fault_note(recs, iommu, mode, memory)))
     # virtio-iommu: >= 5x for 4 KiB contiguous.
     if ("virtio", "strict") in configs(recs):
         vk = region_ratio(recs, "virtio", "strict", "contiguous", "kernel", "rust")
@@ -245,13 +245,15 @@ def fault_note(recs, iommu, mode, memory):
     rs = {v: recs.select(test="faults", iommu=iommu, mode=mode, memory=memory, fault_pages=1, variant=v) for v in ("rust", "kernel", "none")}
     m = lambda v, f: med([f(r) for r in rs[v]]) if rs[v] else None
     per_call = lambda key: (lambda r: r[key] / max(1, r["calls"]) / 1e3)
+    lat = lambda v: m(v, lambda r: r["latency_median_us"])
     return (
-        f"Per 1-page call (median over repetitions, module timers, µs): ours hmm_range_fault "
-        f"{fmt(m('rust', per_call('fault_ns')), 1)}, mapping {fmt(m('rust', per_call('map_ns')), 1)} "
-        f"(link {fmt(m('rust', per_call('link_ns')), 1)}, sync {fmt(m('rust', per_call('sync_ns')), 1)}); "
-        f"kernel hmm_range_fault {fmt(m('kernel', per_call('fault_ns')), 1)}, mapping {fmt(m('kernel', per_call('map_ns')), 1)}; "
-        f"floor mapping {fmt(m('none', per_call('map_ns')), 1)}. A 1-page fault is one link and one sync for "
-        f"both, so the two differ by noise and what each keeps per page."
+        f"Per 1-page call (median over repetitions, module timers, µs): ours {fmt(lat('rust'), 2)} in all = "
+        f"hmm_range_fault {fmt(m('rust', per_call('fault_ns')), 2)} + mapping {fmt(m('rust', per_call('map_ns')), 2)} "
+        f"+ the rest (syscall, locking); the kernel's {fmt(lat('kernel'), 2)} = hmm_range_fault "
+        f"{fmt(m('kernel', per_call('fault_ns')), 2)} + mapping {fmt(m('kernel', per_call('map_ns')), 2)} + the rest; "
+        f"the floor's mapping {fmt(m('none', per_call('map_ns')), 2)}. A 1-page fault is one link (or "
+        f"`dma_map_phys()`) and one sync for both: the mapping figures show what each does around that call, "
+        f"the rest is the same code for both (the min-max of the ratio shows the run's noise)."
     )
 
 

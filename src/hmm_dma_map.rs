@@ -719,11 +719,11 @@ impl HmmDmaMap {
         }
     }
 
-    /// [`Self::commit`] of one page of ordinary memory that is not mapped yet, in IOVA mode (a
-    /// NIC's 1-page fault), without the planner and its bookkeeping: the plan of a one-page
-    /// batch is one order-0 link (`Grouping::commit_memory` makes the same), here linked and
-    /// synced directly. `None` for anything else (the page is mapped, invalid, the calls are
-    /// timed, no IOVA window): the caller takes the general path.
+    /// [`Self::commit`] of one page of ordinary memory that is not mapped yet (a NIC's 1-page
+    /// fault), without the planner and its bookkeeping: the plan of a one-page batch is one
+    /// order-0 unit (`Grouping::commit_memory` makes the same), here linked and synced, or mapped
+    /// with `dma_map_phys()`, directly. `None` for anything else (the page is mapped or invalid,
+    /// the calls are timed): the caller takes the general path.
     fn commit_one(
         &mut self,
         idx: usize,
@@ -731,8 +731,10 @@ impl HmmDmaMap {
         want_write: bool,
         done: &mut Committed,
     ) -> Option<Result> {
-        let Store::Iova { states, window } = &mut self.store else {
-            return None;
+        let (states, sink) = match &mut self.store {
+            Store::Iova { states, window } => (states, Sink::Iova(window)),
+            Store::Map { states, addrs } => (states, Sink::Map(addrs.as_mut())),
+            Store::Kernel(_) | Store::Unmapped { .. } => return None,
         };
         let state = states.get_mut(idx)?;
         let new = HmmPfn::from_raw(word);
@@ -745,24 +747,48 @@ impl HmmDmaMap {
             mmio: false,
         };
         self.counters.link_calls += 1;
-        // SAFETY: The page is one `hmm_range_fault()` reported for this batch, checked under the
-        // update lock, not mapped (its word says so), inside the registration (`get_mut`), so
-        // inside the window; it stays mapped in the mm until an invalidation, which unlinks it
-        // first (the type invariants).
-        if let Err(err) = unsafe { window.link(phys(new.pfn()), bytes(idx), PAGE_SIZE, access) } {
-            return Some(Err(err));
-        }
-        self.counters.sync_calls += 1;
-        if let Err(err) = window.sync(bytes(idx), PAGE_SIZE) {
-            // The link may not be visible: take it back, as `Grouping::map_batch` does.
-            // SAFETY: Exactly the unit just linked, with its access.
-            unsafe { window.unlink(bytes(idx), PAGE_SIZE, access) };
-            self.counters.unlink_calls += 1;
-            if writable {
-                // SAFETY: The page is still mapped in the mm (see above).
-                unsafe { set_pfn_dirty(new.pfn()) };
+        match sink {
+            Sink::Iova(window) => {
+                // SAFETY: The page is one `hmm_range_fault()` reported for this batch, checked
+                // under the update lock, not mapped (its word says so), inside the registration
+                // (`get_mut`), so inside the window; it stays mapped in the mm until an
+                // invalidation, which unlinks it first (the type invariants).
+                let linked = unsafe { window.link(phys(new.pfn()), bytes(idx), PAGE_SIZE, access) };
+                if let Err(err) = linked {
+                    return Some(Err(err));
+                }
+                self.counters.sync_calls += 1;
+                if let Err(err) = window.sync(bytes(idx), PAGE_SIZE) {
+                    // The link may not be visible: take it back, as `Grouping::map_batch` does.
+                    // SAFETY: Exactly the unit just linked, with its access.
+                    unsafe { window.unlink(bytes(idx), PAGE_SIZE, access) };
+                    self.counters.unlink_calls += 1;
+                    if writable {
+                        // SAFETY: The page is still mapped in the mm (see above).
+                        unsafe { set_pfn_dirty(new.pfn()) };
+                    }
+                    return Some(Err(err));
+                }
             }
-            return Some(Err(err));
+            Sink::Map(addrs) => {
+                // SAFETY: As above; the mapping is unmapped with exactly this address and size
+                // (an order-0 unit of its own).
+                let mapped = unsafe { self.dev.map_phys(phys(new.pfn()), PAGE_SIZE, access) };
+                match (mapped, addrs) {
+                    (Err(err), _) => return Some(Err(err)),
+                    (Ok(addr), Some(addrs)) => match addrs.get_mut(idx) {
+                        Some(slot) => *slot = addr,
+                        None => {
+                            // Never: the addresses have a slot per state word.
+                            // SAFETY: The mapping just made, whole, with its access.
+                            unsafe { self.dev.unmap_phys(addr, PAGE_SIZE, access) };
+                            return Some(Err(EINVAL));
+                        }
+                    },
+                    // dma-direct without unmap bookkeeping: nothing to keep.
+                    (Ok(_), None) => {}
+                }
+            }
         }
         *state = HmmPfn::new_valid(new.pfn(), writable, 0).mapped(MapKind::Memory, 0);
         self.counters.pages_mapped += 1;
