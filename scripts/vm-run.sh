@@ -157,7 +157,8 @@ trap cleanup EXIT
 
 # The guest's plan: fields separated by tabs, "-" for an empty one.
 field() { [ -n "$1" ] && printf '%s' "$1" || printf -- -; }
-default_module=$([ "$load_module" = 1 ] && printf '%s' "$module")
+default_module=
+[ "$load_module" = 0 ] || default_module=$module
 {
 	if [ -n "$plan" ]; then
 		while IFS=$'\t' read -r name args cmd esetup eteardown emodule; do
@@ -204,9 +205,9 @@ finish() {
 		case "$line" in PASS*) ok=$((ok + 1)) ;; esac
 	done <"$verdicts"
 	[ -z "$report" ] || cp "$verdicts" "$report"
+	log "$ok of $entries entries passed (verdict, seconds in the guest, name, why):"
+	sed 's/^/[odp_hmm]   /' "$verdicts" >&2
 	if [ -n "$plan" ]; then
-		log "plan: $ok of $entries entries passed"
-		sed 's/^/[odp_hmm]   /' "$verdicts" >&2
 		[ "$ok" = "$entries" ] || status=1
 		exit "$status"
 	fi
