@@ -176,6 +176,7 @@ entries=$(wc -l <"$results/plan")
 [ "$entries" -gt 0 ] || die "the plan $plan has no entries"
 echo "ODP_TOP=$(printf '%q' "$ODP_TOP")" >"$results/env"
 
+vm_start=$(date +%s)
 kvm_opt=--disable-kvm
 [ "${ODP_HMM_KVM:-0}" = 1 ] && kvm_opt=
 
@@ -191,6 +192,7 @@ timeout --foreground $((900 + 900 * entries)) vng --run "$kernel/arch/x86/boot/b
 	--exec "bash $ODP_TOP/scripts/guest-run.sh $results" </dev/null 2>&1 | cat
 rc=${PIPESTATUS[0]}
 set -e
+vm_took=$(($(date +%s) - vm_start))
 
 [ -z "$keep" ] || { mkdir -p "$keep" && cp "$results"/*.txt "$keep"/ 2>/dev/null || true; }
 
@@ -205,7 +207,7 @@ finish() {
 		case "$line" in PASS*) ok=$((ok + 1)) ;; esac
 	done <"$verdicts"
 	[ -z "$report" ] || cp "$verdicts" "$report"
-	log "$ok of $entries entries passed (verdict, seconds in the guest, name, why):"
+	log "the VM ran for ${vm_took} s; $ok of $entries entries passed (verdict, seconds in the guest, name, why):"
 	sed 's/^/[odp_hmm]   /' "$verdicts" >&2
 	if [ -n "$plan" ]; then
 		[ "$ok" = "$entries" ] || status=1
