@@ -115,6 +115,16 @@ vm_robustness() {
 	step "VM: robustness (copy timeout and edu rebind, a killed 1 GiB fault)" \
 		selftests robustness
 }
+# The ioctl fuzzer (selftests/src/fuzz.rs). It prints its seed; ODP_HMM_FUZZ_SEED=N (and
+# ODP_HMM_FUZZ_CALLS, ODP_HMM_FUZZ_COPIES) in this script's environment reach the guest.
+vm_fuzz() {
+	local env=${ODP_HMM_SELFTESTS_ENV:-} var
+	for var in ODP_HMM_FUZZ_SEED ODP_HMM_FUZZ_CALLS ODP_HMM_FUZZ_COPIES; do
+		[ -z "${!var:-}" ] || env="$env $var=${!var}"
+	done
+	ODP_HMM_SELFTESTS_ENV=$env step "VM: fuzz (100000 seeded random ioctls on 4 files, mappings churned), backend=rust, intel-iommu caching-mode=on" \
+		selftests fuzz --iommu intel-cm --module-args "debug_raw_dma=1"
+}
 # The ODP features of ABI version 2 (selftests/src/features.rs). The kernel backend serves the
 # same uAPI (implicit chunks, prefetch and device faults are the module's, whatever maps the
 # pages), so it runs the whole group too.
@@ -153,6 +163,7 @@ steps() {
 	vm_lazy_iova
 	vm_lazy_legacy
 	vm_robustness
+	vm_fuzz
 	vm_features
 	vm_features_kernel
 	step "VM: P2P through the host bridge (edu + nvme CMB on the root complex, AMD CPU)" \
