@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The fuzzer's churning thread: it keeps changing the mappings of the pool that the calls
+//! register, fault and copy (munmap, `MAP_FIXED` mmap, mremap, mprotect, `MADV_DONTNEED`, writes).
+
+use super::*;
+
+/// What a slot of the pool is now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Slot {
+    Hole,
+    Mapped {
+        shared: bool,
+        prot: i32,
+    },
+    /// Another mapping took the hole: never touched again.
+    Lost,
+}
+
+/// The churning thread's view of the pool (only it changes the pool's mappings).
+pub(super) struct Churn<'a> {
+    pub(super) ctx: &'a Ctx,
+    /// A memfd as large as the pool: slot `i` maps its offset `i * slot_len` when shared.
+    pub(super) memfd: i32,
+    pub(super) slots: Vec<Slot>,
+}
+
+impl Churn<'_> {
+    pub(super) fn slot_addr(&self, s: u64) -> u64 {
+        self.ctx.pool + s * self.ctx.slot_len()
+    }
+
+    /// Maps slot `s` (`MAP_FIXED` over our own mapping, `MAP_FIXED_NOREPLACE` into a hole).
+    pub(super) fn map(&mut self, s: u64, shared: bool, replace: bool) -> bool {
+        let slot_len = self.ctx.slot_len();
+        let addr = self.slot_addr(s);
+        let fixed = if replace {
+            libc::MAP_FIXED
+        } else {
+            libc::MAP_FIXED_NOREPLACE
+        };
+        let (flags, fd, off) = if shared {
+            (libc::MAP_SHARED | fixed, self.memfd, s * slot_len)
+        } else {
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | fixed, -1, 0)
+        };
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: The slot lies in the pool, whose mappings only this thread changes and which
+        // holds nothing but its own bytes; MAP_FIXED replaces only a slot that is ours.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                slot_len as usize,
+                prot,
+                flags,
+                fd,
+                off as libc::off_t,
+            )
+        };
+        // CAST: `s` is below `POOL_SLOTS`.
+        if p == libc::MAP_FAILED || p as u64 != addr {
+            if !replace {
+                self.slots[s as usize] = Slot::Lost;
+                self.ctx.lost[s as usize].store(true, Ordering::Relaxed);
+            }
+            return false;
+        }
+        self.slots[s as usize] = Slot::Mapped { shared, prot };
+        true
+    }
+
+    /// One random change to a run of slots.
+    pub(super) fn step(&mut self, rng: &mut Rng) {
+        let ps = self.ctx.ps as usize;
+        let slot_len = self.ctx.slot_len();
+        let first = rng.below(POOL_SLOTS);
+        let n = 1 + rng.below(4.min(POOL_SLOTS - first));
+        let run = first..first + n;
+        // CAST: Slot numbers are below `POOL_SLOTS`.
+        let states: Vec<Slot> = run.clone().map(|s| self.slots[s as usize]).collect();
+        if states.contains(&Slot::Lost) {
+            return;
+        }
+        if states.contains(&Slot::Hole) {
+            for s in run {
+                if self.slots[s as usize] == Slot::Hole {
+                    let shared = rng.percent(30);
+                    self.map(s, shared, false);
+                }
+            }
+            return;
+        }
+        let addr = self.slot_addr(first);
+        let len = (n * slot_len) as usize;
+        // SAFETY (each call below): The range is a run of pool slots that this thread mapped;
+        // nothing but the pool's own bytes is there.
+        match rng.below(20) {
+            0..=2 => {
+                if unsafe { libc::munmap(addr as *mut libc::c_void, len) } == 0 {
+                    for s in run {
+                        self.slots[s as usize] = Slot::Hole;
+                    }
+                }
+            }
+            3..=4 => {
+                let shared = rng.percent(30);
+                for s in run {
+                    self.map(s, shared, true);
+                }
+            }
+            5..=9 => {
+                let prot = rng.pick(&[
+                    libc::PROT_READ,
+                    libc::PROT_NONE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                ]);
+                if unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) } == 0 {
+                    for s in run {
+                        if let Slot::Mapped { shared, .. } = self.slots[s as usize] {
+                            self.slots[s as usize] = Slot::Mapped { shared, prot };
+                        }
+                    }
+                }
+            }
+            10..=12 => unsafe {
+                libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED);
+            },
+            13..=17 => {
+                // Touch the writable pages: present pages for no-fault prefetches, COW breaks.
+                for s in run {
+                    if let Slot::Mapped { prot, .. } = self.slots[s as usize] {
+                        if prot & libc::PROT_WRITE != 0 {
+                            let base = self.slot_addr(s) as usize;
+                            for page in 0..SLOT_PAGES as usize {
+                                let at =
+                                    (base + page * ps + rng.below(ps as u64) as usize) as *mut u8;
+                                // SAFETY: A writable page of a slot of ours.
+                                unsafe { at.write_volatile(rng.u32() as u8) };
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                // Move the run over another run of mapped slots (which it replaces).
+                let to = rng.below(POOL_SLOTS - n + 1);
+                let overlaps = to < first + n && first < to + n;
+                let target_mapped =
+                    (to..to + n).all(|s| matches!(self.slots[s as usize], Slot::Mapped { .. }));
+                if overlaps || !target_mapped {
+                    return;
+                }
+                let p = unsafe {
+                    libc::mremap(
+                        addr as *mut libc::c_void,
+                        len,
+                        len,
+                        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                        self.slot_addr(to) as *mut libc::c_void,
+                    )
+                };
+                if p != libc::MAP_FAILED {
+                    for i in 0..n {
+                        self.slots[(to + i) as usize] = self.slots[(first + i) as usize];
+                        self.slots[(first + i) as usize] = Slot::Hole;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The churning thread: changes the pool until `stop`; returns how many changes it made.
+pub(super) fn churn(ctx: &Ctx, memfd: i32, slots: Vec<Slot>, seed: u64, stop: &AtomicBool) -> u64 {
+    let mut churn = Churn { ctx, memfd, slots };
+    let mut rng = Rng::new(seed, u64::MAX);
+    let mut steps = 0;
+    while !stop.load(Ordering::Relaxed) {
+        churn.step(&mut rng);
+        steps += 1;
+        thread::sleep(Duration::from_micros(200));
+    }
+    steps
+}
