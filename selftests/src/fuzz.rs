@@ -324,11 +324,14 @@ fn one_call(sh: &Shared, area: &Area, t: usize, index: u64, prof: &mut Profile) 
         req.pages = match *pages {
             Pages::Buffer => {
                 let n = (req.npages.min(SNAP_CAP - 1) + 1) as usize;
-                let fill = vec![SNAP_FILL; n * size_of::<odp_hmm_page>()];
                 // SAFETY: The thread's snapshot buffer holds `SNAP_CAP` entries and is used
                 // through raw pointers only.
                 unsafe {
-                    ptr::copy_nonoverlapping(fill.as_ptr(), area.snap as *mut u8, fill.len())
+                    ptr::write_bytes(
+                        area.snap as *mut u8,
+                        SNAP_FILL,
+                        n * size_of::<odp_hmm_page>(),
+                    )
                 };
                 area.snap
             }

@@ -1011,7 +1011,6 @@ pub(super) fn check_output(
 /// flags, a DMA address exactly where it says it is mapped, and the entry after the last is
 /// untouched.
 pub(super) fn check_snapshot(area: &Area, npages: u64) -> Result<(), String> {
-    let entry = size_of::<odp_hmm_page>();
     // CAST: At most `SNAP_CAP` entries.
     let n = npages.min(SNAP_CAP) as usize;
     let known = ODP_HMM_PAGE_VALID
@@ -1019,9 +1018,14 @@ pub(super) fn check_snapshot(area: &Area, npages: u64) -> Result<(), String> {
         | ODP_HMM_PAGE_DMA_MAPPED
         | ODP_HMM_PAGE_P2P
         | ODP_HMM_PAGE_P2P_BUS;
-    let bytes = read_back(area.snap, (n + 1).min(SNAP_CAP as usize) * entry);
+    // Entry by entry: no large allocation while the pool has holes a mapping could take.
+    let at = |i: usize| -> odp_hmm_page {
+        // SAFETY: Entry `i < SNAP_CAP` of the thread's snapshot buffer, read through a raw
+        // pointer only; any bit pattern is an `odp_hmm_page`.
+        unsafe { ptr::read_unaligned((area.snap as *const odp_hmm_page).add(i)) }
+    };
     for i in 0..n {
-        let p: odp_hmm_page = from_bytes(&bytes[i * entry..]);
+        let p = at(i);
         let mapped = p.flags & ODP_HMM_PAGE_DMA_MAPPED != 0;
         if p.flags & !known != 0
             || (mapped && p.flags & ODP_HMM_PAGE_VALID == 0)
@@ -1034,7 +1038,12 @@ pub(super) fn check_snapshot(area: &Area, npages: u64) -> Result<(), String> {
             ));
         }
     }
-    if n < SNAP_CAP as usize && bytes[n * entry..].iter().any(|&b| b != SNAP_FILL) {
+    let fill = odp_hmm_page {
+        dma_addr: u64::from_ne_bytes([SNAP_FILL; 8]),
+        flags: u32::from_ne_bytes([SNAP_FILL; 4]),
+        order: u32::from_ne_bytes([SNAP_FILL; 4]),
+    };
+    if n < SNAP_CAP as usize && at(n) != fill {
         return Err(format!("a snapshot of {npages} pages wrote entry {n} too"));
     }
     Ok(())
