@@ -21,7 +21,7 @@
 //!
 //! The seed is printed first; `ODP_HMM_FUZZ_SEED=N` reruns it, `ODP_HMM_FUZZ_CALLS=N` sets the
 //! number of calls (default 100000), `ODP_HMM_FUZZ_COPIES=N` the device copies allowed to reach
-//! the engine (default 150: each takes 0.1-0.3 s of emulated time). A call's arguments come from
+//! the engine (default 300: each takes 0.1-0.3 s under TCG). A call's arguments come from
 //! the seed and its index; which handles are live when it runs depends on the threads' timing.
 
 use std::{
@@ -92,9 +92,10 @@ const FUZZ_THREADS: usize = 2;
 const SLOT_PAGES: u64 = 4;
 /// Slots of the pool (2 MiB of 4 KiB pages).
 const POOL_SLOTS: u64 = 128;
-/// `file_limit_mb` during the run: registrations and implicit chunks beyond 64 MiB per file fail
-/// with `ENOSPC` (often reached), and a huge implicit no-fault prefetch makes at most 32 chunks.
-const FILE_LIMIT_MB: &str = "64";
+/// `file_limit_mb` during the run: registrations and implicit chunks beyond 8 MiB per file fail
+/// with `ENOSPC` (four registrations of the whole pool), and a huge implicit no-fault prefetch
+/// makes at most 4 chunks.
+const FILE_LIMIT_MB: &str = "8";
 /// Entries of a thread's snapshot buffer (16 bytes each), followed by a `PROT_NONE` page.
 const SNAP_CAP: u64 = 1 << 16;
 /// Bytes after an argument structure that the module must not touch.
@@ -151,7 +152,7 @@ fn config() -> Result<&'static Config, Outcome> {
         Ok(Config {
             seed,
             calls: env_u64("ODP_HMM_FUZZ_CALLS")?.unwrap_or(100_000),
-            copies: env_u64("ODP_HMM_FUZZ_COPIES")?.unwrap_or(150),
+            copies: env_u64("ODP_HMM_FUZZ_COPIES")?.unwrap_or(300),
         })
     });
     cfg.as_ref().map_err(|e| Outcome::Fail(e.clone()))
@@ -293,8 +294,8 @@ fn one_call(sh: &Shared, area: &Area, t: usize, index: u64, prof: &mut Profile) 
     let mut op = match rng.below(1000) {
         0..=79 => Op::Unknown,
         80..=119 => Op::Info,
-        120..=229 => Op::Register,
-        230..=319 => Op::Unregister,
+        120..=259 => Op::Register,
+        260..=319 => Op::Unregister,
         320..=649 => Op::Fault,
         650..=799 => Op::Snapshot,
         800..=899 => Op::Stats,
@@ -584,7 +585,34 @@ fn fuzz() -> TestResult {
     );
     let _limit = ModuleParam::set("file_limit_mb", FILE_LIMIT_MB)?;
 
-    // The pool: POOL_SLOTS slots between two PROT_NONE guard slots.
+    // Each fuzzing thread's pages: the argument page and a PROT_NONE page after it, a shared
+    // page seen writable and read-only, the snapshot buffer and a PROT_NONE page after it.
+    let mut keep = Vec::new();
+    let mut areas = Vec::new();
+    for _ in 0..FUZZ_THREADS {
+        let page = Mapping::anon(2 * ps as usize)?;
+        page.protect(ps as usize, ps as usize, libc::PROT_NONE)?;
+        let fd = memfd(ps)?;
+        let ro_w = map_shared(&fd, ps as usize, libc::PROT_READ | libc::PROT_WRITE)?;
+        let ro_r = map_shared(&fd, ps as usize, libc::PROT_READ)?;
+        let snap_len = (SNAP_CAP * size_of::<odp_hmm_page>() as u64 + ps) as usize;
+        let snap = Mapping::new(
+            snap_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+        )?;
+        snap.protect(snap_len - ps as usize, ps as usize, libc::PROT_NONE)?;
+        areas.push(Area {
+            page: page.addr(),
+            ro_w: ro_w.addr(),
+            ro_r: ro_r.addr(),
+            snap: snap.addr(),
+        });
+        keep.push((page, ro_w, ro_r, snap));
+    }
+
+    // The pool, mapped last: a mapping made after it could take one of its holes.
     let slot_len = SLOT_PAGES * ps;
     let pool_len = POOL_SLOTS * slot_len;
     let reserve = Mapping::new(
@@ -622,6 +650,7 @@ fn fuzz() -> TestResult {
         ctx: &ctx,
         memfd: pool_memfd.as_raw_fd(),
         slots: vec![Slot::Hole; POOL_SLOTS as usize],
+        lost: Vec::new(),
     };
     for s in 0..POOL_SLOTS {
         // The reservation is ours: MAP_FIXED over it.
@@ -653,33 +682,6 @@ fn fuzz() -> TestResult {
     }
     let slots = churn_state.slots.clone();
     drop(churn_state);
-
-    // Each fuzzing thread's pages: the argument page and a PROT_NONE page after it, a shared
-    // page seen writable and read-only, the snapshot buffer and a PROT_NONE page after it.
-    let mut keep = Vec::new();
-    let mut areas = Vec::new();
-    for _ in 0..FUZZ_THREADS {
-        let page = Mapping::anon(2 * ps as usize)?;
-        page.protect(ps as usize, ps as usize, libc::PROT_NONE)?;
-        let fd = memfd(ps)?;
-        let ro_w = map_shared(&fd, ps as usize, libc::PROT_READ | libc::PROT_WRITE)?;
-        let ro_r = map_shared(&fd, ps as usize, libc::PROT_READ)?;
-        let snap_len = (SNAP_CAP * size_of::<odp_hmm_page>() as u64 + ps) as usize;
-        let snap = Mapping::new(
-            snap_len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-        )?;
-        snap.protect(snap_len - ps as usize, ps as usize, libc::PROT_NONE)?;
-        areas.push(Area {
-            page: page.addr(),
-            ro_w: ro_w.addr(),
-            ro_r: ro_r.addr(),
-            snap: snap.addr(),
-        });
-        keep.push((page, ro_w, ro_r, snap));
-    }
 
     let files = (0..FILES)
         .map(|_| Device::open())
@@ -756,13 +758,14 @@ fn fuzz() -> TestResult {
         }
         let churned = churner.join().unwrap_or_else(|_| {
             panicked = true;
-            0
+            (0, Vec::new())
         });
         (profile, churned, panicked)
     });
     let secs = start.elapsed().as_secs_f64();
     check!(!panicked, "a fuzzing or churning thread panicked");
 
+    let (churned, lost) = churned;
     let calls: u64 = profile.ops.values().map(|p| p.calls).sum();
     println!(
         "# {calls} calls in {secs:.1} s ({:.0} per second), {} device copies, {churned} changes \
@@ -791,14 +794,8 @@ fn fuzz() -> TestResult {
             p.max_call
         );
     }
-    let lost = sh
-        .ctx
-        .lost
-        .iter()
-        .filter(|l| l.load(Ordering::Relaxed))
-        .count();
-    if lost > 0 {
-        println!("# {lost} pool slots were taken by other mappings (left alone since)");
+    for why in &lost {
+        println!("# pool {why} (left alone since)");
     }
 
     let mut failures = std::mem::take(&mut *lock(&sh.failures));

@@ -11,7 +11,7 @@
 //!
 //! The `fuzz` group reads ODP_HMM_FUZZ_SEED (rerun a seed it printed), ODP_HMM_FUZZ_CALLS
 //! (default 100000) and ODP_HMM_FUZZ_COPIES (device copies that may reach the engine, default
-//! 150) from the environment.
+//! 300) from the environment.
 
 mod features;
 mod foundation;

@@ -23,6 +23,8 @@ pub(super) struct Churn<'a> {
     /// A memfd as large as the pool: slot `i` maps its offset `i * slot_len` when shared.
     pub(super) memfd: i32,
     pub(super) slots: Vec<Slot>,
+    /// Why slots were lost: the errno and the mappings found there.
+    pub(super) lost: Vec<String>,
 }
 
 impl Churn<'_> {
@@ -62,6 +64,26 @@ impl Churn<'_> {
             if !replace {
                 self.slots[s as usize] = Slot::Lost;
                 self.ctx.lost[s as usize].store(true, Ordering::Relaxed);
+                let err = std::io::Error::last_os_error();
+                let end = addr + slot_len;
+                // What is there now (/proc/self/maps: "start-end perms ...").
+                let there: Vec<String> = fs::read_to_string("/proc/self/maps")
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| {
+                        let range = l.split_whitespace().next().unwrap_or("");
+                        let (a, b) = range.split_once('-').unwrap_or(("0", "0"));
+                        let a = u64::from_str_radix(a, 16).unwrap_or(0);
+                        let b = u64::from_str_radix(b, 16).unwrap_or(0);
+                        a < end && addr < b
+                    })
+                    .map(String::from)
+                    .collect();
+                self.lost.push(format!(
+                    "slot {s} at {addr:#x}: mmap({}) gave {p:?}: {err}; there now: {}",
+                    if shared { "shared" } else { "anonymous" },
+                    there.join(" | ")
+                ));
             }
             return false;
         }
@@ -143,28 +165,31 @@ impl Churn<'_> {
                 }
             }
             _ => {
-                // Move the run over another run of mapped slots (which it replaces).
-                let to = rng.below(POOL_SLOTS - n + 1);
-                let overlaps = to < first + n && first < to + n;
-                let target_mapped =
-                    (to..to + n).all(|s| matches!(self.slots[s as usize], Slot::Mapped { .. }));
-                if overlaps || !target_mapped {
+                // Move one slot over another mapped slot (which it replaces). One slot lies in
+                // one VMA (every change is slot-sized), so the move is all or nothing: a move of
+                // several VMAs can stop half way.
+                let to = rng.below(POOL_SLOTS);
+                let Slot::Mapped { shared, .. } = self.slots[to as usize] else {
+                    return;
+                };
+                if to == first {
                     return;
                 }
                 let p = unsafe {
                     libc::mremap(
                         addr as *mut libc::c_void,
-                        len,
-                        len,
+                        slot_len as usize,
+                        slot_len as usize,
                         libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
                         self.slot_addr(to) as *mut libc::c_void,
                     )
                 };
-                if p != libc::MAP_FAILED {
-                    for i in 0..n {
-                        self.slots[(to + i) as usize] = self.slots[(first + i) as usize];
-                        self.slots[(first + i) as usize] = Slot::Hole;
-                    }
+                if p == libc::MAP_FAILED {
+                    // It may have unmapped the target before it failed: map it again.
+                    self.map(to, shared, true);
+                } else {
+                    self.slots[to as usize] = self.slots[first as usize];
+                    self.slots[first as usize] = Slot::Hole;
                 }
             }
         }
@@ -172,8 +197,20 @@ impl Churn<'_> {
 }
 
 /// The churning thread: changes the pool until `stop`; returns how many changes it made.
-pub(super) fn churn(ctx: &Ctx, memfd: i32, slots: Vec<Slot>, seed: u64, stop: &AtomicBool) -> u64 {
-    let mut churn = Churn { ctx, memfd, slots };
+/// Why slots were lost, if any were.
+pub(super) fn churn(
+    ctx: &Ctx,
+    memfd: i32,
+    slots: Vec<Slot>,
+    seed: u64,
+    stop: &AtomicBool,
+) -> (u64, Vec<String>) {
+    let mut churn = Churn {
+        ctx,
+        memfd,
+        slots,
+        lost: Vec::new(),
+    };
     let mut rng = Rng::new(seed, u64::MAX);
     let mut steps = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -181,5 +218,5 @@ pub(super) fn churn(ctx: &Ctx, memfd: i32, slots: Vec<Slot>, seed: u64, stop: &A
         steps += 1;
         thread::sleep(Duration::from_micros(200));
     }
-    steps
+    (steps, churn.lost)
 }

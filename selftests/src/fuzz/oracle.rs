@@ -391,7 +391,8 @@ pub(super) fn check_handle(e: &mut Expect, h: Handle) -> Option<Reg> {
             None
         }
         Handle::Unknown => {
-            e.may(libc::ENOENT, "unknown handle");
+            // Looked up before the range is checked.
+            e.race(libc::ENOENT, "unknown handle");
             None
         }
     }
