@@ -36,7 +36,10 @@ use std::{
             AtomicU64,
             Ordering, //
         },
-        Mutex, MutexGuard, OnceLock,
+        Barrier,
+        Mutex,
+        MutexGuard,
+        OnceLock, //
     },
     thread,
     time::{
@@ -259,6 +262,8 @@ struct Shared<'a> {
     failures: Mutex<Vec<String>>,
     /// The call each fuzzing thread is in, and since when (for the watchdog).
     current: Vec<Mutex<Option<(u64, Op, Instant)>>>,
+    /// Passed once the fuzzing threads and the churning thread run.
+    started: Barrier,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -485,6 +490,7 @@ fn one_call(sh: &Shared, area: &Area, t: usize, index: u64, prof: &mut Profile) 
 /// A fuzzing thread: takes call indices until the run is over.
 fn fuzz_thread(sh: &Shared, area: &Area, t: usize) -> Profile {
     let mut prof = Profile::default();
+    sh.started.wait();
     while !sh.stop.load(Ordering::Relaxed) {
         let index = sh.next.fetch_add(1, Ordering::Relaxed);
         if index >= sh.cfg.calls {
@@ -673,13 +679,10 @@ fn fuzz() -> TestResult {
         } else {
             reserve.protect(off, len, prot)?;
         }
-        churn_state.slots[s as usize] = if s % 8 == 7 {
-            reserve.unmap_part(off, len)?;
-            Slot::Hole
-        } else {
-            Slot::Mapped { shared, prot }
-        };
+        churn_state.slots[s as usize] = Slot::Mapped { shared, prot };
     }
+    // Every eighth slot starts as a hole, made once every thread runs (see `churn`).
+    let holes: Vec<u64> = (0..POOL_SLOTS).filter(|s| s % 8 == 7).collect();
     let slots = churn_state.slots.clone();
     drop(churn_state);
 
@@ -697,6 +700,7 @@ fn fuzz() -> TestResult {
         stop: AtomicBool::new(false),
         failures: Mutex::default(),
         current: (0..FUZZ_THREADS).map(|_| Mutex::default()).collect(),
+        started: Barrier::new(FUZZ_THREADS + 1),
     };
     let churn_stop = AtomicBool::new(false);
     let start = Instant::now();
@@ -706,7 +710,9 @@ fn fuzz() -> TestResult {
                 &sh.ctx,
                 pool_memfd.as_raw_fd(),
                 slots,
+                &holes,
                 cfg.seed,
+                &sh.started,
                 &churn_stop,
             )
         });

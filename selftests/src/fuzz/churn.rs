@@ -196,13 +196,17 @@ impl Churn<'_> {
     }
 }
 
-/// The churning thread: changes the pool until `stop`; returns how many changes it made.
-/// Why slots were lost, if any were.
+/// The churning thread: changes the pool until `stop`; returns how many changes it made, and
+/// why slots were lost, if any were. It first unmaps the slots `holes`, once every thread has
+/// passed `started`: a thread maps its signal stack (a guard page and 8 KiB) as it starts, and
+/// the kernel would put it in a hole made before.
 pub(super) fn churn(
     ctx: &Ctx,
     memfd: i32,
     slots: Vec<Slot>,
+    holes: &[u64],
     seed: u64,
+    started: &Barrier,
     stop: &AtomicBool,
 ) -> (u64, Vec<String>) {
     let mut churn = Churn {
@@ -211,6 +215,15 @@ pub(super) fn churn(
         slots,
         lost: Vec::new(),
     };
+    started.wait();
+    for &s in holes {
+        let addr = churn.slot_addr(s) as *mut libc::c_void;
+        // SAFETY: The slot lies in the pool and is ours (mapped when the pool was made).
+        if unsafe { libc::munmap(addr, ctx.slot_len() as usize) } == 0 {
+            // CAST: Slot numbers are below `POOL_SLOTS`.
+            churn.slots[s as usize] = Slot::Hole;
+        }
+    }
     let mut rng = Rng::new(seed, u64::MAX);
     let mut steps = 0;
     while !stop.load(Ordering::Relaxed) {
