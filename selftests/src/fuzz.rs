@@ -264,6 +264,8 @@ struct Shared<'a> {
     current: Vec<Mutex<Option<(u64, Op, Instant)>>>,
     /// Passed once the fuzzing threads and the churning thread run.
     started: Barrier,
+    /// How often each file was reopened (changed with its table locked).
+    generations: Vec<AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -296,6 +298,22 @@ fn one_call(sh: &Shared, area: &Area, t: usize, index: u64, prof: &mut Profile) 
     let recent = lock(&sh.recent).clone();
     let mut held = Some(lock(&sh.tables[file]));
     let table = held.as_ref().map(|t| (**t).clone()).unwrap_or_default();
+    // Read with the table locked: a reopen changes both under the lock.
+    let generation = sh.generations[file].load(Ordering::Relaxed);
+    if rng.below(1000) < 3 {
+        let start = Instant::now();
+        let reopened = held.as_mut().map(|table| reopen(sh, file, table));
+        drop(held);
+        let p = prof.ops.entry(Op::Reopen).or_default();
+        p.calls += 1;
+        p.total += start.elapsed();
+        if let Some(Err(msg)) = reopened {
+            sh.fail(format!("seed {} call {index}: {msg}", sh.cfg.seed));
+        } else {
+            p.ok += 1;
+        }
+        return;
+    }
     let mut op = match rng.below(1000) {
         0..=79 => Op::Unknown,
         80..=119 => Op::Info,
@@ -322,7 +340,8 @@ fn one_call(sh: &Shared, area: &Area, t: usize, index: u64, prof: &mut Profile) 
         Op::Snapshot => gen_snapshot(&mut rng, ctx, &table, &recent),
         Op::Stats => gen_stats(&mut rng, &table, &recent),
         Op::Dma => gen_dma(&mut rng, sh, &table, &recent),
-        Op::Unknown => gen_unknown(&mut rng),
+        // (A reopen returned above.)
+        Op::Unknown | Op::Reopen => gen_unknown(&mut rng),
     };
     let mut call = call;
     // A snapshot's entries go to the thread's buffer (prefilled, to see what was written).
@@ -358,6 +377,11 @@ fn one_call(sh: &Shared, area: &Area, t: usize, index: u64, prof: &mut Profile) 
         prof.copies += 1;
     }
 
+    // A call that raced a reopen of its file may have reached either file.
+    let raced = sh.generations[file].load(Ordering::Relaxed) != generation;
+    if raced {
+        call.expect = Expect::documented(op);
+    }
     let mut problems = Vec::new();
     if let Err(msg) = call.expect.verdict(got) {
         problems.push(msg);
@@ -379,7 +403,7 @@ fn one_call(sh: &Shared, area: &Area, t: usize, index: u64, prof: &mut Profile) 
         }
         _ => None,
     };
-    if got.is_ok() {
+    if got.is_ok() && !raced {
         if let Some(out) = &out {
             if let Err(msg) = check_output(&call, out, sh, &table) {
                 problems.push(msg);
@@ -485,6 +509,26 @@ fn one_call(sh: &Shared, area: &Area, t: usize, index: u64, prof: &mut Profile) 
             index + 1,
         ));
     }
+}
+
+/// Closes file `file` and opens it again in its place: `dup2()` of a new open over its
+/// descriptor. The old file goes once the calls running on it return (the other thread's may);
+/// its registrations with it. `table` is the file's, locked.
+fn reopen(sh: &Shared, file: usize, table: &mut FileTable) -> Result<(), String> {
+    let new = Device::open().map_err(|e| format!("reopening file {file}: {e}"))?;
+    let fd = sh.files[file].file().as_raw_fd();
+    // SAFETY: Both descriptors are ours; `dup2` closes the file at `fd` and makes `fd` name the
+    // new one, which `sh.files[file]` goes on owning.
+    if unsafe { libc::dup2(new.file().as_raw_fd(), fd) } < 0 {
+        return Err(format!(
+            "dup2 over file {file}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    drop(new);
+    *table = FileTable::default();
+    sh.generations[file].fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 /// A fuzzing thread: takes call indices until the run is over.
@@ -701,6 +745,7 @@ fn fuzz() -> TestResult {
         failures: Mutex::default(),
         current: (0..FUZZ_THREADS).map(|_| Mutex::default()).collect(),
         started: Barrier::new(FUZZ_THREADS + 1),
+        generations: (0..FILES).map(|_| AtomicU64::new(0)).collect(),
     };
     let churn_stop = AtomicBool::new(false);
     let start = Instant::now();

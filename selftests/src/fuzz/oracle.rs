@@ -73,6 +73,9 @@ pub(super) enum Op {
     Stats,
     Dma,
     Unknown,
+    /// Not an ioctl: the file is closed and opened again (`dup2()` of a new open over its
+    /// descriptor), while the other thread's calls may be running on it.
+    Reopen,
 }
 
 /// The ioctls of the header, with the size of each in every ABI version.
@@ -121,6 +124,7 @@ impl Op {
             Op::Stats => "ODP_HMM_IOC_STATS",
             Op::Dma => "ODP_HMM_IOC_DMA",
             Op::Unknown => "an unknown ioctl",
+            Op::Reopen => "close and reopen",
         }
     }
 
@@ -206,6 +210,7 @@ impl Op {
                 EIO,
             ],
             Op::Unknown => &[ENOTTY],
+            Op::Reopen => &[],
         }
     }
 }
@@ -268,6 +273,24 @@ impl Expect {
         };
         all.extend(self.race.iter().copied());
         all
+    }
+
+    /// What a call that raced the close of its file may end with: anything the header documents
+    /// for its ioctl (its handles may name nothing, or registrations of the new file).
+    pub(super) fn documented(op: Op) -> Self {
+        Self {
+            may: op
+                .documented()
+                .iter()
+                .map(|&e| {
+                    (
+                        e,
+                        "documented for the ioctl (the file was reopened meanwhile)",
+                    )
+                })
+                .collect(),
+            ..Self::default()
+        }
     }
 
     /// `Err` with what is wrong if `got` is not what the header allows.
