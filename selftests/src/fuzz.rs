@@ -2,7 +2,9 @@
 
 //! The project's own ioctl fuzzer (group `fuzz`): seeded random ioctls on [`FILES`] open files of
 //! `/dev/odp_hmm` from [`FUZZ_THREADS`] threads, while another thread churns the memory the
-//! registrations cover (munmap, `MAP_FIXED` mmap, mremap, mprotect, `MADV_DONTNEED`, writes).
+//! registrations cover (munmap, `MAP_FIXED` mmap, mremap, mprotect, `MADV_DONTNEED`, writes) and
+//! sets `device_fault_timeout_ms` to 1 ms for short windows; now and then a file is closed and
+//! opened again in its place while the other thread's calls run on it.
 //!
 //! Every ioctl number of the header is called, and numbers the module does not know (another
 //! magic, an unknown number, wrong direction bits, a size field that is 0, too small, too large);
@@ -99,6 +101,8 @@ const POOL_SLOTS: u64 = 128;
 /// with `ENOSPC` (four registrations of the whole pool), and a huge implicit no-fault prefetch
 /// makes at most 4 chunks.
 const FILE_LIMIT_MB: &str = "8";
+/// `device_fault_timeout_ms` during the run, but for short windows at 1 ms (see `churn`).
+const FAULT_TIMEOUT_MS: &str = "10000";
 /// Entries of a thread's snapshot buffer (16 bytes each), followed by a `PROT_NONE` page.
 const SNAP_CAP: u64 = 1 << 16;
 /// Bytes after an argument structure that the module must not touch.
@@ -304,9 +308,14 @@ fn one_call(sh: &Shared, area: &Area, t: usize, index: u64, prof: &mut Profile) 
         let start = Instant::now();
         let reopened = held.as_mut().map(|table| reopen(sh, file, table));
         drop(held);
+        let took = start.elapsed();
         let p = prof.ops.entry(Op::Reopen).or_default();
         p.calls += 1;
-        p.total += start.elapsed();
+        p.total += took;
+        if took > p.max {
+            p.max = took;
+            p.max_call = index;
+        }
         if let Some(Err(msg)) = reopened {
             sh.fail(format!("seed {} call {index}: {msg}", sh.cfg.seed));
         } else {
@@ -367,6 +376,10 @@ fn one_call(sh: &Shared, area: &Area, t: usize, index: u64, prof: &mut Profile) 
         call.bytes = bytes_of(req);
     }
     let addr = place(&call, area, ctx, &mut rng);
+    let timeout_window = |low: &AtomicBool, changes: &AtomicU64| {
+        (low.load(Ordering::SeqCst), changes.load(Ordering::SeqCst))
+    };
+    let before = timeout_window(&ctx.fault_timeout_low, &ctx.fault_timeout_changes);
     *lock(&sh.current[t]) = Some((index, op, Instant::now()));
     let fd = sh.files[file].file().as_raw_fd();
     let start = Instant::now();
@@ -381,6 +394,13 @@ fn one_call(sh: &Shared, area: &Area, t: usize, index: u64, prof: &mut Profile) 
     let raced = sh.generations[file].load(Ordering::Relaxed) != generation;
     if raced {
         call.expect = Expect::documented(op);
+    }
+    let after = timeout_window(&ctx.fault_timeout_low, &ctx.fault_timeout_changes);
+    if op == Op::Dma && (before.0 || after.0 || before.1 != after.1) {
+        call.expect.may(
+            libc::ETIMEDOUT,
+            "a device copy waited longer than device_fault_timeout_ms (1 ms for a while)",
+        );
     }
     let mut problems = Vec::new();
     if let Err(msg) = call.expect.verdict(got) {
@@ -634,6 +654,8 @@ fn fuzz() -> TestResult {
         }
     );
     let _limit = ModuleParam::set("file_limit_mb", FILE_LIMIT_MB)?;
+    // The churning thread changes it; put back as it was afterwards.
+    let _fault_timeout = ModuleParam::set("device_fault_timeout_ms", FAULT_TIMEOUT_MS)?;
 
     // Each fuzzing thread's pages: the argument page and a PROT_NONE page after it, a shared
     // page seen writable and read-only, the snapshot buffer and a PROT_NONE page after it.
@@ -694,13 +716,15 @@ fn fuzz() -> TestResult {
         hole: guarded.addr() + ps,
         prot_none: guarded.addr(),
         read_only: ro.addr(),
+        fault_timeout_low: AtomicBool::new(false),
+        fault_timeout_changes: AtomicU64::new(0),
     };
     // Slot kinds to start with: read-write anonymous, read-only, PROT_NONE, shared, a hole.
     let mut churn_state = Churn {
         ctx: &ctx,
         memfd: pool_memfd.as_raw_fd(),
         slots: vec![Slot::Hole; POOL_SLOTS as usize],
-        lost: Vec::new(),
+        notes: Vec::new(),
     };
     for s in 0..POOL_SLOTS {
         // The reservation is ours: MAP_FIXED over it.
@@ -816,7 +840,7 @@ fn fuzz() -> TestResult {
     let secs = start.elapsed().as_secs_f64();
     check!(!panicked, "a fuzzing or churning thread panicked");
 
-    let (churned, lost) = churned;
+    let (churned, notes) = churned;
     let calls: u64 = profile.ops.values().map(|p| p.calls).sum();
     println!(
         "# {calls} calls in {secs:.1} s ({:.0} per second), {} device copies, {churned} changes \
@@ -845,8 +869,8 @@ fn fuzz() -> TestResult {
             p.max_call
         );
     }
-    for why in &lost {
-        println!("# pool {why} (left alone since)");
+    for note in &notes {
+        println!("# churn: {note}");
     }
 
     let mut failures = std::mem::take(&mut *lock(&sh.failures));

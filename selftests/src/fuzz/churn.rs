@@ -23,8 +23,9 @@ pub(super) struct Churn<'a> {
     /// A memfd as large as the pool: slot `i` maps its offset `i * slot_len` when shared.
     pub(super) memfd: i32,
     pub(super) slots: Vec<Slot>,
-    /// Why slots were lost: the errno and the mappings found there.
-    pub(super) lost: Vec<String>,
+    /// What went wrong: why slots were lost (the errno and the mappings found there), a module
+    /// parameter that could not be written.
+    pub(super) notes: Vec<String>,
 }
 
 impl Churn<'_> {
@@ -79,8 +80,9 @@ impl Churn<'_> {
                     })
                     .map(String::from)
                     .collect();
-                self.lost.push(format!(
-                    "slot {s} at {addr:#x}: mmap({}) gave {p:?}: {err}; there now: {}",
+                self.notes.push(format!(
+                    "pool slot {s} at {addr:#x} lost (left alone since): mmap({}) gave {p:?}: \
+                     {err}; there now: {}",
                     if shared { "shared" } else { "anonymous" },
                     there.join(" | ")
                 ));
@@ -197,7 +199,7 @@ impl Churn<'_> {
 }
 
 /// The churning thread: changes the pool until `stop`; returns how many changes it made, and
-/// why slots were lost, if any were. It first unmaps the slots `holes`, once every thread has
+/// what went wrong, if anything did. It first unmaps the slots `holes`, once every thread has
 /// passed `started`: a thread maps its signal stack (a guard page and 8 KiB) as it starts, and
 /// the kernel would put it in a hole made before.
 pub(super) fn churn(
@@ -213,7 +215,7 @@ pub(super) fn churn(
         ctx,
         memfd,
         slots,
-        lost: Vec::new(),
+        notes: Vec::new(),
     };
     started.wait();
     for &s in holes {
@@ -225,11 +227,32 @@ pub(super) fn churn(
         }
     }
     let mut rng = Rng::new(seed, u64::MAX);
-    let mut steps = 0;
+    let mut steps = 0u64;
+    let timeout = "/sys/module/odp_hmm/parameters/device_fault_timeout_ms";
     while !stop.load(Ordering::Relaxed) {
         churn.step(&mut rng);
         steps += 1;
+        // 100 steps of every 1000 with device_fault_timeout_ms at 1 ms: device copies give up
+        // on faults still running (which go on in the background).
+        let low = steps % 1000 >= 900;
+        if low != ctx.fault_timeout_low.load(Ordering::SeqCst) {
+            // The window opens before the change and closes after it.
+            if low {
+                ctx.fault_timeout_low.store(true, Ordering::SeqCst);
+            }
+            ctx.fault_timeout_changes.fetch_add(1, Ordering::SeqCst);
+            let value = if low { "1" } else { FAULT_TIMEOUT_MS };
+            if let Err(e) = fs::write(timeout, value) {
+                churn
+                    .notes
+                    .push(format!("(writing {value} to {timeout}: {e})"));
+            }
+            ctx.fault_timeout_changes.fetch_add(1, Ordering::SeqCst);
+            if !low {
+                ctx.fault_timeout_low.store(false, Ordering::SeqCst);
+            }
+        }
         thread::sleep(Duration::from_micros(200));
     }
-    (steps, churn.lost)
+    (steps, churn.notes)
 }

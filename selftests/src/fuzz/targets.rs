@@ -75,6 +75,10 @@ pub(super) struct Ctx {
     pub(super) prot_none: u64,
     /// A read-only page.
     pub(super) read_only: u64,
+    /// Whether the churning thread has `device_fault_timeout_ms` at 1 ms now, and how often it
+    /// changed it: a device copy that overlapped such a window may time out.
+    pub(super) fault_timeout_low: AtomicBool,
+    pub(super) fault_timeout_changes: AtomicU64,
 }
 
 impl Ctx {
