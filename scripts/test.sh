@@ -130,6 +130,14 @@ boot_intel_cm() {
 		"debug_raw_dma=1" "foundation odp" "$FEW_CYCLES"
 	selftests_entry "VM: robustness (copy timeout and edu rebind, a killed 1 GiB fault), intel-iommu caching-mode=on" \
 		- robustness
+	# The ioctl fuzzer (selftests/src/fuzz.rs). It prints its seed; ODP_HMM_FUZZ_SEED=N (and
+	# ODP_HMM_FUZZ_CALLS, ODP_HMM_FUZZ_COPIES) in this script's environment reach the guest.
+	local fuzz_env=() var
+	for var in ODP_HMM_FUZZ_SEED ODP_HMM_FUZZ_CALLS ODP_HMM_FUZZ_COPIES; do
+		[ -z "${!var:-}" ] || fuzz_env+=("$var=${!var}")
+	done
+	selftests_entry "VM: fuzz (${ODP_HMM_FUZZ_CALLS:-100000} seeded random ioctls on 4 files, mappings churned), backend=rust, intel-iommu caching-mode=on" \
+		"debug_raw_dma=1" fuzz "${fuzz_env[@]}"
 	# The ODP features of ABI version 2 (selftests/src/features.rs). The kernel backend serves the
 	# same uAPI (implicit chunks, prefetch and device faults are the module's, whatever maps the
 	# pages), so it runs the whole group too.
