@@ -131,6 +131,12 @@ vm_dma_device_remove() {
 	step "VM: dma_device= removed from the PCI bus (the NVMe controller) revokes registrations" \
 		selftests dma-device-remove --topology p2p-rc --module-args "dma_device=0000:00:0b.0"
 }
+# The sample NIC driver of the in-kernel API (samples/odp_nic) on a second edu device, which the
+# group's first test hands over with driver_override and its last unloads again.
+vm_nic() {
+	step "VM: sample NIC (odp_nic on a second edu: work requests, ordering, 10 s races one- and two-pass), backend=rust, intel-iommu caching-mode=on" \
+		selftests nic --topology nic
+}
 
 steps() {
 	step "set-up (scripts/setup.sh)" "$ODP_TOP/scripts/setup.sh"
@@ -165,6 +171,7 @@ steps() {
 	step "VM: dma_device= another PCI device (the NVMe controller; no copy engine)" \
 		selftests dma-device-param --topology p2p-rc --module-args "dma_device=0000:00:0b.0"
 	vm_dma_device_remove
+	vm_nic
 	step "VM: benchmark code, quick pass (scripts/bench.sh --quick)" \
 		"$ODP_TOP/scripts/bench.sh" --quick
 	step "VM: demo (odpctl demo)" \

@@ -280,11 +280,11 @@ static int edu_transfer(struct odp_nic *nic, u64 src, u64 dst, u32 len,
  * for their pages, and empties them if @zap. Update lock held. odp_hmm has
  * not unlinked any of these pages yet: the record shows it (pages_linked).
  */
-static void nic_zap(struct nic_reg *reg, u64 start, u64 end, u32 type,
+static void nic_zap(struct nic_reg *reg, u64 start, u64 end, u32 kind,
 		    bool zap)
 {
 	struct odp_hmm_umem *umem = READ_ONCE(reg->umem);
-	struct odp_nic_event ev = { .type = type };
+	struct odp_nic_event ev = { .kind = kind };
 	u64 first, last, i;
 
 	start = max(start, reg->start);
@@ -310,7 +310,7 @@ static void nic_zap(struct nic_reg *reg, u64 start, u64 end, u32 type,
 			ev.pages_linked++;
 		if (slot->state & ODP_NIC_SLOT_VALID) {
 			ev.slots_filled++;
-			if (type == ODP_NIC_EV_FINISH) {
+			if (kind == ODP_NIC_EV_FINISH) {
 				if (flags & ODP_HMM_PAGE_DMA_MAPPED)
 					ev.slots_linked++;
 				nic_count(reg, NIC_REFILLED_BETWEEN_PASSES, 1);
@@ -343,7 +343,7 @@ static bool nic_invalidate(void *priv, u64 start, u64 end, bool blockable)
 	if (atomic_read(&reg->inflight)) {
 		if (!blockable) {
 			struct odp_nic_event ev = {
-				.type = ODP_NIC_EV_REFUSED,
+				.kind = ODP_NIC_EV_REFUSED,
 				.start = start,
 				.end = end,
 			};
@@ -417,7 +417,7 @@ static bool nic_slots_ready(struct nic_reg *reg, u64 first, u64 end,
 static int nic_resolve(struct nic_reg *reg, u64 first, u64 end, bool write)
 {
 	struct odp_hmm_umem *umem = reg->umem;
-	struct odp_nic_event ev = { .type = ODP_NIC_EV_FILL };
+	struct odp_nic_event ev = { .kind = ODP_NIC_EV_FILL };
 	u64 i;
 	int ret;
 

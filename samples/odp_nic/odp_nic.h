@@ -168,7 +168,7 @@ struct odp_nic_table {
 	__u64 slots;
 };
 
-/* struct odp_nic_event::type */
+/* struct odp_nic_event::kind */
 #define ODP_NIC_EV_INVALIDATE	1 /* the one-pass callback (zaps) */
 #define ODP_NIC_EV_START	2 /* the first pass (zaps) */
 #define ODP_NIC_EV_FINISH	3 /* the second pass (waits; zaps nothing) */
@@ -179,7 +179,7 @@ struct odp_nic_table {
  * struct odp_nic_event - one record of what happened to the page table
  * @seq:	1, 2, ... per registration, in the order the events happened
  *		(each is recorded under the update lock)
- * @type:	ODP_NIC_EV_*
+ * @kind:	ODP_NIC_EV_*
  * @pages:	pages of the range
  * @start:	first user address of the range
  * @end:	one past its last address
@@ -196,7 +196,7 @@ struct odp_nic_table {
  */
 struct odp_nic_event {
 	__u64 seq;
-	__u32 type;
+	__u32 kind;
 	__u32 pages;
 	__u64 start;
 	__u64 end;

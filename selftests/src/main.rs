@@ -6,13 +6,15 @@
 //!
 //! Usage: odp_hmm_selftests [GROUP...] [-k SUBSTRING]...  (a test runs if its name contains any)
 //!   GROUP: foundation, odp (default: both), lazy, robustness, features, p2p-host-bridge,
-//!   p2p-bus, p2p-refused, dma-device-param, dma-device-remove (each in its VM topology and module
-//!   arguments, see scripts/test.sh)
+//!   p2p-bus, p2p-refused, dma-device-param, dma-device-remove, nic (each in its VM topology and
+//!   module arguments, see scripts/test.sh)
 
 mod features;
 mod foundation;
 mod ktap;
 mod limits;
+mod nic;
+mod nic_abi;
 mod odp;
 mod p2p;
 mod robustness;
@@ -41,6 +43,7 @@ fn group(name: &str) -> Option<Vec<&'static Test>> {
         "p2p-host-bridge" => &[p2p::HOST_BRIDGE],
         "p2p-bus" => &[p2p::BUS],
         "p2p-refused" => &[p2p::REFUSED],
+        "nic" => &[nic::TESTS],
         _ => return None,
     };
     Some(parts.iter().flat_map(|p| p.iter().copied()).collect())
