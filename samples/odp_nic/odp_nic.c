@@ -86,6 +86,11 @@ module_param(fault_delay_ms, uint, 0644);
 MODULE_PARM_DESC(fault_delay_ms,
 		 "Delay of every page-fault work item, in ms (for tests that need faults queued). Default: 0");
 
+static unsigned int prefetch_delay_us;
+module_param(prefetch_delay_us, uint, 0644);
+MODULE_PARM_DESC(prefetch_delay_us,
+		 "Time a prefetch spends preparing its table update between mapping the pages and taking the update lock, in us (for tests that race invalidations). Default: 0");
+
 /* Counters (struct odp_nic_counters). */
 enum nic_counter {
 	NIC_WORK_REQUESTS,
@@ -104,6 +109,8 @@ enum nic_counter {
 	NIC_DMA_CHECK_FAILURES,
 	NIC_REFUSED_NONBLOCKING,
 	NIC_DMA_TRANSFERS,
+	NIC_PREFETCHES,
+	NIC_MAP_UNREACHABLE,
 	NIC_NR_COUNTERS
 };
 
@@ -119,7 +126,7 @@ struct odp_nic {
 	bool engine_dead;		/* a transfer timed out (under engine) */
 	void *bounce;			/* coherent page */
 	dma_addr_t bounce_dma;
-	struct mutex files_lock;
+	struct mutex files_lock;	/* files (a leaf) */
 	struct list_head files;
 	atomic64_t totals[NIC_NR_COUNTERS];
 	atomic64_t live_regs;
@@ -404,6 +411,7 @@ static bool nic_slots_ready(struct nic_reg *reg, u64 first, u64 end,
 	u32 need = ODP_NIC_SLOT_VALID | (write ? ODP_NIC_SLOT_WRITE : 0);
 	u64 i;
 
+	odp_hmm_umem_assert_held(reg->umem);
 	for (i = first; i < end; i++)
 		if ((reg->slots[i].state & need) != need)
 			return false;
@@ -411,24 +419,16 @@ static bool nic_slots_ready(struct nic_reg *reg, u64 first, u64 end,
 }
 
 /*
- * The page-fault handler: maps the pages through odp_hmm and fills their
- * slots under the update lock that odp_hmm_umem_map_and_lock() returns with.
+ * Fills the slots of pages @first..@end (writable ones for @write) from what
+ * odp_hmm reports now; update lock held. Returns the pages it could not fill.
  */
-static int nic_resolve(struct nic_reg *reg, u64 first, u64 end, bool write)
+static u64 nic_fill(struct nic_reg *reg, u64 first, u64 end, bool write)
 {
 	struct odp_hmm_umem *umem = reg->umem;
 	struct odp_nic_event ev = { .kind = ODP_NIC_EV_FILL };
 	u64 i;
-	int ret;
 
-	/* The fault work holds a reference, and removal flushes it first. */
-	if (WARN_ON_ONCE(!umem))
-		return -ENODEV;
-	ret = odp_hmm_umem_map_and_lock(umem, nic_page_addr(reg, first),
-					(end - first) << PAGE_SHIFT,
-					write ? ODP_HMM_MAP_WRITE : 0);
-	if (ret < 0)
-		return ret;
+	odp_hmm_umem_assert_held(umem);
 	ev.start = nic_page_addr(reg, first);
 	ev.end = nic_page_addr(reg, end);
 	ev.pages = end - first;
@@ -450,8 +450,33 @@ static int nic_resolve(struct nic_reg *reg, u64 first, u64 end, bool write)
 	if (reg->passes_open && ev.slots_filled)
 		nic_count(reg, NIC_FILLS_BETWEEN_PASSES, 1);
 	nic_log(reg, &ev);
-	odp_hmm_umem_unlock(umem);
 	nic_count(reg, NIC_SLOTS_FILLED, ev.slots_filled);
+	return ev.pages - ev.slots_filled;
+}
+
+/*
+ * The page-fault handler: maps the pages through odp_hmm and fills their
+ * slots under the update lock that odp_hmm_umem_map_and_lock() returns with.
+ */
+static int nic_resolve(struct nic_reg *reg, u64 first, u64 end, bool write)
+{
+	struct odp_hmm_umem *umem = reg->umem;
+	u64 unfilled;
+	int ret;
+
+	/* The fault work holds a reference, and removal flushes it first. */
+	if (WARN_ON_ONCE(!umem))
+		return -ENODEV;
+	ret = odp_hmm_umem_map_and_lock(umem, nic_page_addr(reg, first),
+					(end - first) << PAGE_SHIFT,
+					write ? ODP_HMM_MAP_WRITE : 0);
+	if (ret < 0)
+		return ret;
+	/* It returned with every page mapped: each must be there to fill. */
+	unfilled = nic_fill(reg, first, end, write);
+	odp_hmm_umem_unlock(umem);
+	if (unfilled)
+		nic_count(reg, NIC_MAP_UNREACHABLE, unfilled);
 	return 0;
 }
 
@@ -738,23 +763,45 @@ out:
 	return ret;
 }
 
-static long nic_ioc_fault(struct nic_file *f, void __user *uarg)
+/*
+ * A prefetch: map the pages now, prepare the table update (outside the update
+ * lock, where it may allocate), then fill the slots of what odp_hmm reports
+ * reachable under the lock. Pages an invalidation took meanwhile stay empty.
+ */
+static long nic_ioc_prefetch(struct nic_file *f, void __user *uarg)
 {
-	struct odp_nic_fault a;
+	struct odp_nic_prefetch a;
+	unsigned int delay;
 	struct nic_reg *reg;
 	u64 first, end;
+	bool write;
 	long ret;
 
 	if (copy_from_user(&a, uarg, sizeof(a)))
 		return -EFAULT;
-	if (a.flags & ~ODP_NIC_FAULT_WRITE)
+	if (a.flags & ~ODP_NIC_PREFETCH_WRITE)
 		return -EINVAL;
+	write = a.flags & ODP_NIC_PREFETCH_WRITE;
 	reg = nic_lookup(f, a.handle);
 	if (!reg)
 		return -ENOENT;
 	ret = nic_span(reg, a.addr, a.length, &first, &end);
-	if (!ret)
-		ret = nic_fault(reg, first, end, a.flags & ODP_NIC_FAULT_WRITE);
+	if (ret)
+		goto put;
+	ret = odp_hmm_umem_prefetch(reg->umem, nic_page_addr(reg, first),
+				    (end - first) << PAGE_SHIFT,
+				    write ? ODP_HMM_MAP_WRITE : 0);
+	if (ret < 0)
+		goto put;
+	delay = READ_ONCE(prefetch_delay_us);
+	if (delay)
+		usleep_range(delay, delay + delay / 4 + 1);
+	odp_hmm_umem_lock(reg->umem);
+	nic_fill(reg, first, end, write);
+	odp_hmm_umem_unlock(reg->umem);
+	nic_count(reg, NIC_PREFETCHES, 1);
+	ret = 0;
+put:
 	nic_reg_put(reg);
 	return ret;
 }
@@ -781,7 +828,7 @@ static long nic_ioc_register(struct nic_file *f, void __user *uarg)
 	if (r.length >> PAGE_SHIFT > ODP_NIC_MAX_PAGES)
 		return -E2BIG;
 
-	reg = kzalloc(sizeof(*reg), GFP_KERNEL);
+	reg = kzalloc_obj(*reg);
 	if (!reg)
 		return -ENOMEM;
 	kref_init(&reg->ref);
@@ -971,6 +1018,8 @@ static long nic_ioc_counters(struct nic_file *f, void __user *uarg)
 	out.dma_check_failures = atomic64_read(&src[NIC_DMA_CHECK_FAILURES]);
 	out.refused_nonblocking = atomic64_read(&src[NIC_REFUSED_NONBLOCKING]);
 	out.dma_transfers = atomic64_read(&src[NIC_DMA_TRANSFERS]);
+	out.prefetches = atomic64_read(&src[NIC_PREFETCHES]);
+	out.map_unreachable = atomic64_read(&src[NIC_MAP_UNREACHABLE]);
 	if (reg) {
 		struct odp_hmm_stats s = { .version = ODP_HMM_ABI_VERSION };
 
@@ -1030,7 +1079,7 @@ static int nic_open(struct inode *inode, struct file *file)
 					   misc);
 	struct nic_file *f;
 
-	f = kzalloc(sizeof(*f), GFP_KERNEL);
+	f = kzalloc_obj(*f);
 	if (!f)
 		return -ENOMEM;
 	xa_init_flags(&f->regs, XA_FLAGS_ALLOC1);
@@ -1092,8 +1141,8 @@ static long nic_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	case ODP_NIC_IOC_WORK:
 		ret = nic_ioc_work(f, uarg);
 		break;
-	case ODP_NIC_IOC_FAULT:
-		ret = nic_ioc_fault(f, uarg);
+	case ODP_NIC_IOC_PREFETCH:
+		ret = nic_ioc_prefetch(f, uarg);
 		break;
 	case ODP_NIC_IOC_TABLE:
 		ret = nic_ioc_table(f, uarg);
@@ -1142,7 +1191,7 @@ static int nic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (ret)
 		return ret;
 
-	nic = kzalloc(sizeof(*nic), GFP_KERNEL);
+	nic = kzalloc_obj(*nic);
 	if (!nic)
 		return -ENOMEM;
 	kref_init(&nic->ref);

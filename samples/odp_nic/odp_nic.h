@@ -17,7 +17,8 @@
  *            ODP_NIC_WORK_MAX_LEN bytes, a table or event request of 0 or
  *            too many entries
  *   ENOENT   unknown handle
- *   ERANGE   a work request, fault or table request outside its registration
+ *   ERANGE   a work request, prefetch or table request outside its
+ *            registration
  *   EFAULT   a user pointer cannot be accessed; a page cannot be faulted in
  *            (not mapped)
  *   EPERM    a write work request on a read-only registration or mapping;
@@ -26,8 +27,8 @@
  *   EBUSY    a work request found its pages invalidated at every one of
  *            ODP_NIC_WORK_RETRIES attempts; the range kept changing under a
  *            fault (odp_hmm)
- *   EINTR    a signal came while a work request or FAULT waited for its
- *            page fault (the fault is resolved all the same, later)
+ *   EINTR    a signal came while a work request waited for its page fault
+ *            (the fault is resolved all the same, later)
  *   EIO      the device did not finish a transfer in time (bus mastering is
  *            off from then on: rebind the device); or the device's table
  *            disagreed with odp_hmm at a DMA (a bug the sample checks for; it
@@ -115,20 +116,22 @@ struct odp_nic_work {
 	__u32 retries;
 };
 
-/* struct odp_nic_fault::flags */
-#define ODP_NIC_FAULT_WRITE	(1U << 0) /* fault for writing */
+/* struct odp_nic_prefetch::flags */
+#define ODP_NIC_PREFETCH_WRITE	(1U << 0) /* map for writing */
 
 /**
- * struct odp_nic_fault - resolve page faults now (a prefetch)
+ * struct odp_nic_prefetch - map pages and fill their slots now
  * @handle:	in: the registration
- * @flags:	in: ODP_NIC_FAULT_*
+ * @flags:	in: ODP_NIC_PREFETCH_*
  * @addr:	in: user address in the registration
  * @length:	in: bytes, not 0, inside the registration
  *
- * Raises a page fault for every page of the range, as a work request would
- * for its empty slots, and waits until the work item resolved it.
+ * As ibv_advise_mr() with IBV_ADVISE_MR_FLAG_FLUSH: the pages are faulted in
+ * and mapped (odp_hmm_umem_prefetch()), then, under the update lock, the
+ * slots of those odp_hmm reports reachable are filled. A page an
+ * invalidation took in between stays empty (a work request faults it).
  */
-struct odp_nic_fault {
+struct odp_nic_prefetch {
 	__u32 handle;
 	__u32 flags;
 	__u64 addr;
@@ -232,10 +235,10 @@ struct odp_nic_events {
  * @reserved:	in: 0
  * @work_requests: work requests that moved their bytes
  * @work_bytes:	bytes they moved
- * @faults_raised: page faults raised (work requests and FAULT calls)
+ * @faults_raised: page faults raised by work requests
  * @faults_resolved: fault work runs that mapped their pages
  * @fault_errors: fault work runs that failed
- * @slots_filled: slots filled by faults
+ * @slots_filled: slots filled by faults and prefetches
  * @invalidations: one-pass callbacks (and refused ones not counted)
  * @invalidate_starts: first passes
  * @invalidate_finishes: second passes
@@ -244,12 +247,16 @@ struct odp_nic_events {
  *		report for the page: must stay 0
  * @refilled_between_passes: slots a second pass found filled (they were
  *		filled after the first pass zapped them): must stay 0
- * @fills_between_passes: faults that filled slots while a two-pass
- *		invalidation was between its passes (for other pages)
+ * @fills_between_passes: faults and prefetches that filled slots while a
+ *		two-pass invalidation was between its passes (for other pages)
  * @dma_check_failures: DMAs not started because a slot's address differed
  *		from odp_hmm's: must stay 0
  * @refused_nonblocking: non-blockable callbacks refused (DMA in flight)
  * @dma_transfers: device transfers to or from registered memory
+ * @prefetches:	prefetches that filled what was reachable
+ * @map_unreachable: pages odp_hmm_umem_map_and_lock() returned as mapped
+ *		whose address odp_hmm_umem_dma_addr() then did not give, under
+ *		the same hold of the lock: must stay 0
  * @live_registrations: registrations alive now (the device's totals only)
  * @odp_faults:	odp_hmm_umem_stats() of the registration (0 for the device's
  *		totals): its faults
@@ -277,6 +284,8 @@ struct odp_nic_counters {
 	__u64 dma_check_failures;
 	__u64 refused_nonblocking;
 	__u64 dma_transfers;
+	__u64 prefetches;
+	__u64 map_unreachable;
 	__u64 live_registrations;
 	__u64 odp_faults;
 	__u64 odp_pages_mapped;
@@ -306,7 +315,7 @@ struct odp_nic_raw_read {
 #define ODP_NIC_IOC_REGISTER	_IOWR(ODP_NIC_IOC_MAGIC, 0x00, struct odp_nic_register)
 #define ODP_NIC_IOC_UNREGISTER	_IOW(ODP_NIC_IOC_MAGIC, 0x01, __u32)
 #define ODP_NIC_IOC_WORK	_IOWR(ODP_NIC_IOC_MAGIC, 0x02, struct odp_nic_work)
-#define ODP_NIC_IOC_FAULT	_IOW(ODP_NIC_IOC_MAGIC, 0x03, struct odp_nic_fault)
+#define ODP_NIC_IOC_PREFETCH	_IOW(ODP_NIC_IOC_MAGIC, 0x03, struct odp_nic_prefetch)
 #define ODP_NIC_IOC_TABLE	_IOW(ODP_NIC_IOC_MAGIC, 0x04, struct odp_nic_table)
 #define ODP_NIC_IOC_EVENTS	_IOWR(ODP_NIC_IOC_MAGIC, 0x05, struct odp_nic_events)
 #define ODP_NIC_IOC_COUNTERS	_IOWR(ODP_NIC_IOC_MAGIC, 0x06, struct odp_nic_counters)

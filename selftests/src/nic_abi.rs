@@ -26,7 +26,7 @@ pub const ODP_NIC_REG_TWO_PASS: u32 = 1 << 0;
 pub const ODP_NIC_WORK_READ: u32 = 0;
 pub const ODP_NIC_WORK_WRITE: u32 = 1;
 
-pub const ODP_NIC_FAULT_WRITE: u32 = 1 << 0;
+pub const ODP_NIC_PREFETCH_WRITE: u32 = 1 << 0;
 
 pub const ODP_NIC_SLOT_VALID: u32 = 1 << 0;
 pub const ODP_NIC_SLOT_WRITE: u32 = 1 << 1;
@@ -62,7 +62,7 @@ pub struct odp_nic_work {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct odp_nic_fault {
+pub struct odp_nic_prefetch {
     pub handle: u32,
     pub flags: u32,
     pub addr: u64,
@@ -133,6 +133,8 @@ pub struct odp_nic_counters {
     pub dma_check_failures: u64,
     pub refused_nonblocking: u64,
     pub dma_transfers: u64,
+    pub prefetches: u64,
+    pub map_unreachable: u64,
     pub live_registrations: u64,
     pub odp_faults: u64,
     pub odp_pages_mapped: u64,
@@ -161,7 +163,8 @@ pub const ODP_NIC_IOC_REGISTER: u32 =
     ioc(3, ODP_NIC_IOC_MAGIC, 0x00, size_of::<odp_nic_register>());
 pub const ODP_NIC_IOC_UNREGISTER: u32 = ioc(1, ODP_NIC_IOC_MAGIC, 0x01, size_of::<u32>());
 pub const ODP_NIC_IOC_WORK: u32 = ioc(3, ODP_NIC_IOC_MAGIC, 0x02, size_of::<odp_nic_work>());
-pub const ODP_NIC_IOC_FAULT: u32 = ioc(1, ODP_NIC_IOC_MAGIC, 0x03, size_of::<odp_nic_fault>());
+pub const ODP_NIC_IOC_PREFETCH: u32 =
+    ioc(1, ODP_NIC_IOC_MAGIC, 0x03, size_of::<odp_nic_prefetch>());
 pub const ODP_NIC_IOC_TABLE: u32 = ioc(1, ODP_NIC_IOC_MAGIC, 0x04, size_of::<odp_nic_table>());
 pub const ODP_NIC_IOC_EVENTS: u32 = ioc(3, ODP_NIC_IOC_MAGIC, 0x05, size_of::<odp_nic_events>());
 pub const ODP_NIC_IOC_COUNTERS: u32 =

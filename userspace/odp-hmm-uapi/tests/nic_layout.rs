@@ -73,7 +73,7 @@ fn nic_header_and_mirror_agree() {
     check_struct!(
         c,
         rust,
-        odp_nic_fault {
+        odp_nic_prefetch {
             handle,
             flags,
             addr,
@@ -149,6 +149,8 @@ fn nic_header_and_mirror_agree() {
             dma_check_failures,
             refused_nonblocking,
             dma_transfers,
+            prefetches,
+            map_unreachable,
             live_registrations,
             odp_faults,
             odp_pages_mapped,
@@ -180,7 +182,7 @@ fn nic_header_and_mirror_agree() {
         ODP_NIC_REG_TWO_PASS,
         ODP_NIC_WORK_READ,
         ODP_NIC_WORK_WRITE,
-        ODP_NIC_FAULT_WRITE,
+        ODP_NIC_PREFETCH_WRITE,
         ODP_NIC_SLOT_VALID,
         ODP_NIC_SLOT_WRITE,
         ODP_NIC_EV_INVALIDATE,
@@ -192,7 +194,7 @@ fn nic_header_and_mirror_agree() {
         ODP_NIC_IOC_REGISTER,
         ODP_NIC_IOC_UNREGISTER,
         ODP_NIC_IOC_WORK,
-        ODP_NIC_IOC_FAULT,
+        ODP_NIC_IOC_PREFETCH,
         ODP_NIC_IOC_TABLE,
         ODP_NIC_IOC_EVENTS,
         ODP_NIC_IOC_COUNTERS,
