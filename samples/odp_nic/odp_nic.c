@@ -15,6 +15,9 @@
  *    slots from odp_hmm_umem_dma_addr() under the update lock, and the request
  *    is retried. The DMA takes its addresses from the slots, re-checked under
  *    the update lock;
+ *  - a prefetch (ODP_NIC_IOC_PREFETCH) maps pages with odp_hmm_umem_prefetch()
+ *    and fills their slots later, under odp_hmm_umem_lock(), from what
+ *    odp_hmm_umem_dma_addr() reports reachable then;
  *  - odp_hmm's invalidate callback zaps the slots of the range before the
  *    pages are unlinked; with the two-pass callbacks the first pass zaps and
  *    the second waits for the DMAs in flight.
@@ -39,6 +42,14 @@
  *     record of events and passes_open. The callbacks run under it, so they
  *     only touch those, atomics and wait queues.
  * odp_nic.files_lock, nic_reg.fault_lock: leaves.
+ *
+ * Lifetimes: a registration holds a reference on the device (struct odp_nic),
+ * its open file's table, each ioctl using it and its queued fault work one on
+ * the registration; the last one releases the umem (process context: an
+ * ioctl, the file's release or the work item). Unbinding releases every umem
+ * first: odp_hmm wants them gone before the device. The module itself cannot
+ * go while a file is open (fops .owner), nor odp_hmm while this module is
+ * loaded (it uses odp_hmm's symbols).
  */
 
 #include <linux/atomic.h>

@@ -1430,15 +1430,11 @@ fn unload_refused_while_open() -> TestResult {
         skip!("odp_nic is not loaded");
     }
     {
-        crate::util::kmsg("DBG open");
         let nic = Nic::open()?;
         let m = Mapping::anon(ps)?;
         let handle = nic.register(m.addr(), ps, RW, 0)?;
-        crate::util::kmsg("DBG fault");
         nic.prefetch(handle, m.addr(), ps, false)?;
-        crate::util::kmsg("DBG rmmod1");
         let (rc, out) = sh("rmmod odp_nic");
-        crate::util::kmsg("DBG rmmod1 done");
         check!(rc != 0, "rmmod odp_nic with an open file succeeded");
         check!(module_loaded("odp_nic"), "odp_nic is gone");
         println!(
@@ -1446,9 +1442,7 @@ fn unload_refused_while_open() -> TestResult {
             out.trim()
         );
     }
-    crate::util::kmsg("DBG rmmod2");
     let (rc, out) = sh("rmmod odp_nic");
-    crate::util::kmsg("DBG rmmod2 done");
     check_eq!(rc, 0, "rmmod odp_nic once closed: {out}");
     check!(!module_loaded("odp_nic"), "odp_nic still loaded");
     check!(driver_of(&bdf).is_none(), "{bdf} still bound");
