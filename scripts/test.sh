@@ -145,8 +145,12 @@ boot_intel_cm() {
 		- features
 	selftests_entry "VM: features (implicit ODP, async prefetch, userfaultfd, counters, test_odp-style traffic), backend=kernel" \
 		"backend=kernel" features
+	# The sample NIC driver of the in-kernel API (samples/odp_nic) on the second edu device, which
+	# the group's first test hands over with driver_override and its last unloads again.
+	selftests_entry "VM: sample NIC (odp_nic on a second edu: work requests, ordering, 10 s races one- and two-pass), backend=rust, intel-iommu caching-mode=on" \
+		- nic
 	entry "VM: demo (odpctl demo)" - "$ODP_TOP/target/release/odpctl demo"
-	boot --iommu intel-cm
+	boot --iommu intel-cm --topology nic
 }
 
 # intel-iommu without caching mode (no flush on map: what bare metal does), booted lazy
@@ -199,6 +203,12 @@ boot_p2p_switch() {
 boot_p2p_refused() {
 	selftests_entry "VM: P2P refused (root complex, Intel CPU model)" - p2p-refused
 	boot --topology p2p-rc-intel
+}
+# The sample NIC driver of the in-kernel API (samples/odp_nic) on a second edu device, which the
+# group's first test hands over with driver_override and its last unloads again.
+vm_nic() {
+	step "VM: sample NIC (odp_nic on a second edu: work requests, ordering, 10 s races one- and two-pass), backend=rust, intel-iommu caching-mode=on" \
+		selftests nic --topology nic
 }
 
 steps() {

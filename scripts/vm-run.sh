@@ -19,6 +19,8 @@
 #                       p2p-rc        edu + nvme (16 MiB CMB) on the root complex, -cpu EPYC
 #                       p2p-rc-intel  the same with -cpu Skylake-Client
 #                       p2p-switch    edu + nvme behind one PCIe switch, ACS redirect off
+#                       nic           edu + a second edu at 0000:00:10.0 for the sample NIC
+#                                     driver (samples/odp_nic; the selftests hand it over)
 #   --iommu MODEL     the emulated IOMMU (default: intel-cm):
 #                       intel-cm      Intel VT-d, caching-mode=on (every map is flushed, as a
 #                                     VM's vIOMMU must)
@@ -120,6 +122,9 @@ nvme_disk=
 case "$topology" in
 edu)
 	qemu="$qemu -cpu $EPYC $edu" ;;
+nic)
+	# odp_hmm's edu keeps its address (0000:00:0a.0); the second one has a fixed slot.
+	qemu="$qemu -cpu $EPYC $edu ${edu},addr=0x10" ;;
 p2p-rc | p2p-rc-intel | p2p-switch)
 	nvme_disk=$(mktemp /tmp/odp-nvme.XXXXXX)
 	truncate -s 16M "$nvme_disk"

@@ -82,7 +82,10 @@ struct odp_hmm_umem;
  * @invalidate_finish: the second pass, once every notifier of the range ran
  *	its first: wait until the device stopped using [@start, @end). Called
  *	with the update lock held; may sleep. The pages are unlinked after it
- *	returns. Same memory and lock rules as @invalidate.
+ *	returns. Same memory and lock rules as @invalidate. The update lock is
+ *	free between the passes: meanwhile odp_hmm_umem_dma_addr() reports the
+ *	range's pages -ENOENT and odp_hmm_umem_map_and_lock() faults them again,
+ *	so nothing refills what the first pass zapped.
  */
 struct odp_hmm_umem_ops {
 	bool (*invalidate)(void *priv, u64 start, u64 end, bool blockable);
