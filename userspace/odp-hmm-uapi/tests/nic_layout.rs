@@ -11,6 +11,7 @@ use std::{
     path::PathBuf,
 };
 
+#[macro_use]
 mod common;
 
 #[path = "../../../selftests/src/nic_abi.rs"]
@@ -20,25 +21,6 @@ use nic_abi::*;
 
 fn header_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samples/odp_nic")
-}
-
-macro_rules! check_struct {
-    ($c:ident, $rust:ident, $t:ident { $($f:ident),* $(,)? }) => {{
-        let mut body = format!("P(\"{0}.size\", sizeof(struct {0}));\n", stringify!($t));
-        $(body += &format!("P(\"{0}.{1}\", offsetof(struct {0}, {1}));\n", stringify!($t), stringify!($f));)*
-        $c += &body;
-        $rust.insert(format!("{}.size", stringify!($t)), size_of::<$t>() as u64);
-        $($rust.insert(format!("{}.{}", stringify!($t), stringify!($f)), offset_of!($t, $f) as u64);)*
-    }};
-}
-
-macro_rules! check_consts {
-    ($c:ident, $rust:ident, $($name:ident),* $(,)?) => {{
-        $(
-            $c += &format!("P(\"{0}\", {0});\n", stringify!($name));
-            $rust.insert(stringify!($name).to_string(), $name as u64);
-        )*
-    }};
 }
 
 #[test]
