@@ -10,13 +10,17 @@
 
 set -euo pipefail
 want=$1
-found=0
+# Every edu first: a refusal must not leave some groups switched and others not.
+edus=()
 for dev in /sys/bus/pci/devices/*; do
 	[ "$(cat "$dev/vendor")" = 0x1234 ] && [ "$(cat "$dev/device")" = 0x11e8 ] || continue
-	found=1
-	type=$dev/iommu_group/type
-	[ -e "$type" ] || { echo "guest-domain: ${dev##*/} has no IOMMU group" >&2; exit 1; }
+	[ -e "$dev/iommu_group/type" ] || { echo "guest-domain: ${dev##*/} has no IOMMU group" >&2; exit 1; }
 	[ ! -e "$dev/driver" ] || { echo "guest-domain: ${dev##*/} has a driver bound" >&2; exit 1; }
+	edus+=("$dev")
+done
+[ ${#edus[@]} -gt 0 ] || { echo "guest-domain: no edu device" >&2; exit 1; }
+for dev in "${edus[@]}"; do
+	type=$dev/iommu_group/type
 	before=$(cat "$type")
 	echo "$want" >"$type"
 	echo "guest-domain: ${dev##*/}: IOMMU group type $before -> $(cat "$type")"
@@ -25,4 +29,3 @@ for dev in /sys/bus/pci/devices/*; do
 		exit 1
 	fi
 done
-[ "$found" = 1 ] || { echo "guest-domain: no edu device" >&2; exit 1; }

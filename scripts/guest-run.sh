@@ -9,7 +9,7 @@
 # that the host can tell which entry a report belongs to.
 #
 # Usage: guest-run.sh RESULTS_DIR
-#   RESULTS_DIR/env    ODP_TOP
+#   RESULTS_DIR/env    ODP_TOP, ODP_HMM_ENTRY_TIMEOUT (seconds an entry's command may take)
 #   RESULTS_DIR/plan   one entry per line, fields separated by tabs, "-" for none:
 #                      NAME SETUP MODULE MODULE_ARGS COMMAND TEARDOWN
 #                      (MODULE: a .ko file for insmod/rmmod, or a module name for modprobe and
@@ -22,6 +22,8 @@ results=$1
 . "$results/env"
 
 kmsg() { echo "odp_hmm-vm: $*" >/dev/kmsg; }
+
+entry_timeout=${ODP_HMM_ENTRY_TIMEOUT:-1200}
 
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
 kmemleak=/sys/kernel/debug/kmemleak
@@ -59,10 +61,23 @@ run_entry() {
 	fi
 	if [ "$rc" = 0 ]; then
 		kmsg "run: $cmd"
-		(cd "$ODP_TOP" && eval "$cmd")
+		# A hung entry must not take the boot's other entries down with it: it is killed after
+		# ODP_HMM_ENTRY_TIMEOUT seconds, and the tasks still blocked then are shown in its log.
+		timeout --kill-after=30 "$entry_timeout" bash -c "cd $(printf '%q' "$ODP_TOP") && $cmd"
 		rc=$?
+		if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+			kmsg "command timed out after $entry_timeout s; blocked tasks:"
+			echo w >/proc/sysrq-trigger 2>/dev/null
+		fi
 		kmsg "command exited with $rc"
 	fi
+	# Modules that use odp_hmm (the sample NIC driver) go first, or odp_hmm cannot.
+	local holder
+	for holder in /sys/module/odp_hmm/holders/*; do
+		[ -e "$holder" ] || continue
+		echo "odp_hmm-vm: ${holder##*/} still uses odp_hmm: unloading it" >&2
+		rmmod "${holder##*/}" || rc=126
+	done
 	if [ -n "$module" ] && grep -q '^odp_hmm ' /proc/modules; then
 		if ! $unload odp_hmm || grep -q '^odp_hmm ' /proc/modules; then
 			echo "odp_hmm-vm: $unload failed" >&2

@@ -80,9 +80,10 @@ GUEST_DOMAIN="bash $ODP_TOP/scripts/guest-domain.sh"
 
 # selftests_entry NAME MODULE_ARGS GROUPS [VAR=value...]: an entry running selftest groups.
 selftests_entry() {
-	local name=$1 args=$2 groups=$3
+	local name=$1 args=$2 groups=$3 vars=
 	shift 3
-	entry "$name" "$args" "env $* $SELFTESTS $groups"
+	[ $# = 0 ] || vars=$(printf '%q ' "$@")
+	entry "$name" "$args" "env $vars$SELFTESTS $groups"
 }
 
 # boot [vm-run.sh options]: runs the entries added since the last boot in one VM, and records each

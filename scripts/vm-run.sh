@@ -179,7 +179,11 @@ default_module=
 } >"$results/plan"
 entries=$(wc -l <"$results/plan")
 [ "$entries" -gt 0 ] || die "the plan $plan has no entries"
-echo "ODP_TOP=$(printf '%q' "$ODP_TOP")" >"$results/env"
+entry_timeout=${ODP_HMM_ENTRY_TIMEOUT:-1200}
+{
+	echo "ODP_TOP=$(printf '%q' "$ODP_TOP")"
+	echo "ODP_HMM_ENTRY_TIMEOUT=$entry_timeout"
+} >"$results/env"
 
 vm_start=$(date +%s)
 kvm_opt=--disable-kvm
@@ -190,7 +194,7 @@ set +e
 # O_TRUNC, which would empty a log file the caller redirected us to. The guest's exit code comes
 # back in $results/rc, not from vng.
 # shellcheck disable=SC2086
-timeout --foreground $((900 + 900 * entries)) vng --run "$kernel/arch/x86/boot/bzImage" --disable-microvm $kvm_opt \
+timeout --foreground $((600 + (entry_timeout + 60) * entries)) vng --run "$kernel/arch/x86/boot/bzImage" --disable-microvm $kvm_opt \
 	--memory "$memory" --cpus 2 --rwdir="$results" "${rwdirs[@]}" \
 	--append "$iommu_cmdline iommu.strict=1 log_buf_len=8M $append" \
 	--qemu-opts="$qemu $qemu_extra" \
@@ -221,11 +225,13 @@ finish() {
 	exit "$1"
 }
 
+finished=1
 if [ ! -f "$results/rc" ]; then
+	# The entries that ended before are judged on their own parts of the log as usual; the one
+	# running and the rest fail.
 	log "the guest did not finish (vng returned $rc): crash, panic or timeout"
-	[ ! -f "$results/dmesg.txt" ] || tail -n 60 "$results/dmesg.txt" >&2
-	for n in $(seq "$entries"); do verdict "$n" FAIL 0 "the guest did not finish"; done
-	finish 125
+	finished=0
+	touch "$results/entries" "$results/dmesg.txt"
 fi
 
 # The kernel log, cut into the part of each entry and the rest (boot, kmemleak's scan).
@@ -259,10 +265,11 @@ while read -r n erc secs; do
 		verdict "$n" PASS "$secs" ""
 	fi
 done <"$results/entries"
-# Entries the guest never reached.
+# Entries the guest never reached, or did not end.
 for n in $(seq "$(($(wc -l <"$results/entries") + 1))" "$entries"); do
-	verdict "$n" FAIL 0 "not run"
+	verdict "$n" FAIL 0 "$([ "$finished" = 1 ] && echo "not run" || echo "the guest did not finish")"
 done
+[ "$finished" = 1 ] || finish 125
 if grep -q "kernel log reports" "$verdicts"; then
 	finish 124
 fi

@@ -235,9 +235,10 @@ impl DmaDevice {
     /// Revokes every registration and the copy engine: nothing maps for or drives the device
     /// after this returns.
     fn revoke(&self) {
-        // Wait for a device copy in flight, and keep later ones out.
-        let engine = self.engine.lock().take();
+        // INFO stops offering the engine first; then wait for a device copy in flight, and keep
+        // later ones out.
         self.has_engine.store(false, Ordering::Relaxed);
+        let engine = self.engine.lock().take();
         let users = {
             let mut users = self.users.lock();
             users.revoked = true;
