@@ -626,7 +626,11 @@ fn faults_resolved_per_request() -> TestResult {
     expect_errno(hole, libc::EFAULT, "read of the unmapped page 1")?;
     let c = nic.counters(handle)?;
     check_eq!(c.faults_raised - base.faults_raised, 3, "faults raised");
-    check_eq!(c.faults_resolved - base.faults_resolved, 2, "faults resolved");
+    check_eq!(
+        c.faults_resolved - base.faults_resolved,
+        2,
+        "faults resolved"
+    );
     check_eq!(c.fault_errors - base.fault_errors, 1, "fault errors");
     println!(
         "# 3 faults, the last two queued together: page 3 and page 2 resolved, the unmapped page 1 EFAULT, each to its own request"
