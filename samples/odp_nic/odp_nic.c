@@ -27,6 +27,14 @@
  * the buffer and the buffer into a coherent bounce page; a write the other
  * way round.
  *
+ * The driver claims a 64-bit DMA mask, but QEMU's edu honours only the bits
+ * of its dma_mask property (default 28 bits) and silently truncates every
+ * address beyond them: start QEMU with
+ *
+ *   -device edu,dma_mask=0xffffffffffffffff
+ *
+ * (scripts/vm-run.sh does), or the device reads and writes the wrong memory.
+ *
  * Hand the device over with driver_override (this driver matches no device
  * id by itself, so it never takes odp_hmm's own edu):
  *
@@ -34,35 +42,45 @@
  *   echo $BDF > /sys/bus/pci/devices/$BDF/driver/unbind   # if bound
  *   echo $BDF > /sys/bus/pci/drivers_probe
  *
+ * guest-teardown.sh beside this file undoes that (and unloads the module).
+ *
  * Locking, outermost first:
- *  1. odp_nic.gate (rw_semaphore): ioctls read, device removal writes;
+ *  1. odp_nic.gate (rw_semaphore): ioctls and a file's release read, device
+ *     removal writes: removal waits until no ioctl runs and no release is
+ *     tearing registrations down, so no umem of the device outlives remove();
  *  2. odp_nic.engine (mutex): the edu's DMA engine, its buffer and the bounce
  *     page, for a whole work request's transfers; taken before
  *  3. the registration's update lock (odp_hmm's): the page table (slots), the
  *     record of events and passes_open. The callbacks run under it, so they
  *     only touch those, atomics and wait queues.
- * odp_nic.files_lock, nic_reg.fault_lock: leaves.
+ * odp_nic.files_lock (under the gate), nic_reg.fault_lock: leaves.
  *
  * Lifetimes: a registration holds a reference on the device (struct odp_nic),
- * its open file's table, each ioctl using it and its queued fault work one on
- * the registration; the last one releases the umem (process context: an
- * ioctl, the file's release or the work item). Unbinding releases every umem
- * first: odp_hmm wants them gone before the device. The module itself cannot
- * go while a file is open (fops .owner), nor odp_hmm while this module is
- * loaded (it uses odp_hmm's symbols).
+ * its open file's table, each ioctl using it and each queued run of its fault
+ * work one on the registration; the last one releases the umem (process
+ * context: an ioctl, the file's release or the work item). A page fault
+ * request is shared by its waiter and the work item (the waiter may leave on
+ * a signal): the last of them frees it. Unbinding releases every umem first:
+ * odp_hmm wants them gone before the device. The module itself cannot go
+ * while a file is open (fops .owner), nor odp_hmm while this module is loaded
+ * (it uses odp_hmm's symbols).
  */
 
 #include <linux/atomic.h>
 #include <linux/capability.h>
+#include <linux/completion.h>
 #include <linux/delay.h>
 #include <linux/dma-mapping.h>
 #include <linux/io.h>
 #include <linux/kref.h>
+#include <linux/list.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/odp_hmm.h>
+#include <linux/overflow.h>
 #include <linux/pci.h>
+#include <linux/refcount.h>
 #include <linux/rwsem.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
@@ -148,19 +166,31 @@ struct nic_file {
 	struct odp_nic *nic;
 	struct list_head node;		/* odp_nic.files, under files_lock */
 	struct xarray regs;		/* handle -> struct nic_reg */
+	u32 next_handle;		/* xa_alloc_cyclic(): no early reuse */
 };
 
 /* A slot of the device's page table. */
 struct nic_slot {
 	dma_addr_t dma;
 	u32 state;			/* ODP_NIC_SLOT_* */
+	/*
+	 * Instrumentation only (the record of events): a first pass emptied
+	 * the slot and its second pass has not run yet.
+	 */
+	bool hidden;
 };
 
 /* One registration: an odp_hmm umem and the device's page table for it. */
 struct nic_reg {
 	struct kref ref;		/* the file's table, ioctls, fault work */
 	struct odp_nic *nic;
-	/* Set once odp_hmm_umem_get() returned; NULL again once released. */
+	/*
+	 * Set once odp_hmm_umem_get() returned; NULL again from the start of
+	 * its release (nic_reg_revoke(), an xchg). Read with READ_ONCE(): the
+	 * callbacks may see either. Ioctls and the fault work see it set: the
+	 * release comes with the last reference (they hold one) or from
+	 * removal, which first shuts the gate on ioctls and flushes the work.
+	 */
 	struct odp_hmm_umem *umem;
 	u32 handle;
 	bool two_pass;
@@ -177,19 +207,26 @@ struct nic_reg {
 	atomic_t inflight;
 	wait_queue_head_t inflight_wq;
 
-	/* The page fault being raised, and its work item. */
+	/* Page faults raised and not taken by the work item yet. */
 	spinlock_t fault_lock;
+	struct list_head faults;	/* struct nic_fault.node */
 	struct work_struct fault_work;
-	bool fault_pending;
-	bool fault_write;
-	u64 fault_first;		/* pages fault_first..fault_end */
-	u64 fault_end;
-	u64 fault_raised;		/* sequence of the last fault raised */
-	u64 fault_done;			/* ... and of the last one resolved */
-	int fault_err;			/* its result */
-	wait_queue_head_t fault_wq;
 
 	atomic64_t counters[NIC_NR_COUNTERS];
+};
+
+/*
+ * One page fault a work request raised: resolved on its own pages, with its
+ * own result. Its waiter and the work item each hold a reference (users).
+ */
+struct nic_fault {
+	struct list_head node;		/* nic_reg.faults, under fault_lock */
+	u64 first;			/* pages first..end */
+	u64 end;
+	bool write;
+	int err;			/* set before done completes */
+	struct completion done;
+	refcount_t users;
 };
 
 static struct workqueue_struct *nic_wq;
@@ -239,6 +276,14 @@ static void nic_reg_free(struct kref *ref)
 static void nic_reg_put(struct nic_reg *reg)
 {
 	kref_put(&reg->ref, nic_reg_free);
+}
+
+/*
+ * The umem, for an ioctl or the fault work, which see it set (see nic_reg.umem).
+ */
+static struct odp_hmm_umem *nic_umem(struct nic_reg *reg)
+{
+	return READ_ONCE(reg->umem);
 }
 
 static u64 nic_page_addr(struct nic_reg *reg, u64 idx)
@@ -294,15 +339,26 @@ static int edu_transfer(struct odp_nic *nic, u64 src, u64 dst, u32 len,
 /* ---- The invalidate callbacks ------------------------------------------- */
 
 /*
- * Records what the slots of [@start, @end) hold against what odp_hmm reports
- * for their pages, and empties them if @zap. Update lock held. odp_hmm has
- * not unlinked any of these pages yet: the record shows it (pages_linked).
+ * Empties the slots of [@start, @end) if @zap, and records what they held.
+ * Update lock held.
+ *
+ * The record is instrumentation for the tests, not part of what a driver's
+ * callback has to do: it asks odp_hmm about the pages whose slot is filled
+ * (did the slot hold the address odp_hmm has linked? odp_hmm has not
+ * unlinked the page yet, pages_linked shows it) and, in a second pass, about
+ * those its first pass emptied (still linked: the second pass runs before
+ * the unlink). Other pages are not looked up: the callback's cost stays
+ * bounded by what the device had mapped, whatever the range (a whole 1 GiB
+ * registration on exit). odp_hmm's answer is not available while the umem
+ * is being got or released (umem NULL): the record then counts no page
+ * linked.
  */
 static void nic_zap(struct nic_reg *reg, u64 start, u64 end, u32 kind,
 		    bool zap)
 {
 	struct odp_hmm_umem *umem = READ_ONCE(reg->umem);
 	struct odp_nic_event ev = { .kind = kind };
+	bool finish = kind == ODP_NIC_EV_FINISH;
 	u64 first, last, i;
 
 	start = max(start, reg->start);
@@ -316,19 +372,21 @@ static void nic_zap(struct nic_reg *reg, u64 start, u64 end, u32 kind,
 	ev.pages = last + 1 - first;
 	for (i = first; i <= last; i++) {
 		struct nic_slot *slot = &reg->slots[i];
+		bool filled = slot->state & ODP_NIC_SLOT_VALID;
 		dma_addr_t dma = 0;
 		u32 flags = 0;
 		int ret = -ENODEV;
 
-		/* NULL only while odp_hmm_umem_get() runs: no slot is filled. */
-		if (umem)
+		if (umem && (filled || (finish && slot->hidden)))
 			ret = odp_hmm_umem_dma_addr(umem, nic_page_addr(reg, i),
 						    &dma, &flags);
 		if (flags & ODP_HMM_PAGE_DMA_MAPPED)
 			ev.pages_linked++;
-		if (slot->state & ODP_NIC_SLOT_VALID) {
+		if (finish)
+			slot->hidden = false;
+		if (filled) {
 			ev.slots_filled++;
-			if (kind == ODP_NIC_EV_FINISH) {
+			if (finish) {
 				if (flags & ODP_HMM_PAGE_DMA_MAPPED)
 					ev.slots_linked++;
 				nic_count(reg, NIC_REFILLED_BETWEEN_PASSES, 1);
@@ -340,6 +398,7 @@ static void nic_zap(struct nic_reg *reg, u64 start, u64 end, u32 kind,
 			if (zap) {
 				slot->state = 0;
 				slot->dma = 0;
+				slot->hidden = kind == ODP_NIC_EV_START;
 				ev.slots_zapped++;
 			}
 		}
@@ -416,13 +475,13 @@ static const struct odp_hmm_umem_ops nic_two_pass_ops = {
 /* ---- Page faults --------------------------------------------------------- */
 
 /* Whether slots @first..@end are filled (writable for @write); locked. */
-static bool nic_slots_ready(struct nic_reg *reg, u64 first, u64 end,
-			    bool write)
+static bool nic_slots_ready(struct nic_reg *reg, struct odp_hmm_umem *umem,
+			    u64 first, u64 end, bool write)
 {
 	u32 need = ODP_NIC_SLOT_VALID | (write ? ODP_NIC_SLOT_WRITE : 0);
 	u64 i;
 
-	odp_hmm_umem_assert_held(reg->umem);
+	odp_hmm_umem_assert_held(umem);
 	for (i = first; i < end; i++)
 		if ((reg->slots[i].state & need) != need)
 			return false;
@@ -433,9 +492,9 @@ static bool nic_slots_ready(struct nic_reg *reg, u64 first, u64 end,
  * Fills the slots of pages @first..@end (writable ones for @write) from what
  * odp_hmm reports now; update lock held. Returns the pages it could not fill.
  */
-static u64 nic_fill(struct nic_reg *reg, u64 first, u64 end, bool write)
+static u64 nic_fill(struct nic_reg *reg, struct odp_hmm_umem *umem, u64 first,
+		    u64 end, bool write)
 {
-	struct odp_hmm_umem *umem = reg->umem;
 	struct odp_nic_event ev = { .kind = ODP_NIC_EV_FILL };
 	u64 i;
 
@@ -471,7 +530,7 @@ static u64 nic_fill(struct nic_reg *reg, u64 first, u64 end, bool write)
  */
 static int nic_resolve(struct nic_reg *reg, u64 first, u64 end, bool write)
 {
-	struct odp_hmm_umem *umem = reg->umem;
+	struct odp_hmm_umem *umem = nic_umem(reg);
 	u64 unfilled;
 	int ret;
 
@@ -484,90 +543,80 @@ static int nic_resolve(struct nic_reg *reg, u64 first, u64 end, bool write)
 	if (ret < 0)
 		return ret;
 	/* It returned with every page mapped: each must be there to fill. */
-	unfilled = nic_fill(reg, first, end, write);
+	unfilled = nic_fill(reg, umem, first, end, write);
 	odp_hmm_umem_unlock(umem);
 	if (unfilled)
 		nic_count(reg, NIC_MAP_UNREACHABLE, unfilled);
 	return 0;
 }
 
+static void nic_fault_put(struct nic_fault *fault)
+{
+	if (refcount_dec_and_test(&fault->users))
+		kfree(fault);
+}
+
+/*
+ * Resolves the faults raised so far, each on its own pages and with its own
+ * result: pages of one may be unmapped while another's are fine.
+ */
 static void nic_fault_work(struct work_struct *work)
 {
 	struct nic_reg *reg = container_of(work, struct nic_reg, fault_work);
-	u64 first, end, seq;
-	bool write;
-	int ret;
+	struct nic_fault *fault, *next;
+	LIST_HEAD(batch);
 
 	spin_lock(&reg->fault_lock);
-	if (!reg->fault_pending) {
-		spin_unlock(&reg->fault_lock);
-		goto out;
-	}
-	first = reg->fault_first;
-	end = reg->fault_end;
-	write = reg->fault_write;
-	seq = reg->fault_raised;
-	reg->fault_pending = false;
+	list_splice_init(&reg->faults, &batch);
 	spin_unlock(&reg->fault_lock);
 
-	if (READ_ONCE(fault_delay_ms))
+	if (!list_empty(&batch) && READ_ONCE(fault_delay_ms))
 		msleep(READ_ONCE(fault_delay_ms));
-	ret = nic_resolve(reg, first, end, write);
-	nic_count(reg, ret ? NIC_FAULT_ERRORS : NIC_FAULTS_RESOLVED, 1);
-
-	spin_lock(&reg->fault_lock);
-	reg->fault_done = seq;
-	reg->fault_err = ret;
-	spin_unlock(&reg->fault_lock);
-	wake_up_all(&reg->fault_wq);
-out:
+	list_for_each_entry_safe(fault, next, &batch, node) {
+		list_del(&fault->node);
+		fault->err = nic_resolve(reg, fault->first, fault->end,
+					 fault->write);
+		nic_count(reg, fault->err ? NIC_FAULT_ERRORS :
+					    NIC_FAULTS_RESOLVED, 1);
+		complete(&fault->done);
+		nic_fault_put(fault);
+	}
 	nic_reg_put(reg);
-}
-
-static bool nic_fault_resolved(struct nic_reg *reg, u64 seq, int *err)
-{
-	bool done;
-
-	spin_lock(&reg->fault_lock);
-	done = reg->fault_done >= seq;
-	*err = reg->fault_err;
-	spin_unlock(&reg->fault_lock);
-	return done;
 }
 
 /*
  * Raises a page fault for pages @first..@end and waits until the work item
- * resolved it (or a later run that covered it). Returns its errno.
+ * resolved it. Returns its errno.
  */
 static int nic_fault(struct nic_reg *reg, u64 first, u64 end, bool write)
 {
-	u64 seq;
-	int err = 0;
+	struct nic_fault *fault;
+	int err;
 
+	fault = kzalloc_obj(*fault);
+	if (!fault)
+		return -ENOMEM;
+	fault->first = first;
+	fault->end = end;
+	fault->write = write;
+	init_completion(&fault->done);
+	refcount_set(&fault->users, 2);
 	spin_lock(&reg->fault_lock);
-	if (reg->fault_pending) {
-		reg->fault_first = min(reg->fault_first, first);
-		reg->fault_end = max(reg->fault_end, end);
-		reg->fault_write |= write;
-	} else {
-		reg->fault_first = first;
-		reg->fault_end = end;
-		reg->fault_write = write;
-		reg->fault_pending = true;
-	}
-	seq = ++reg->fault_raised;
+	list_add_tail(&fault->node, &reg->faults);
 	spin_unlock(&reg->fault_lock);
 	nic_count(reg, NIC_FAULTS_RAISED, 1);
 
-	/* The work item holds a reference while it is queued or running. */
+	/* Each queued run of the work item holds a reference. */
 	kref_get(&reg->ref);
 	if (!queue_work(nic_wq, &reg->fault_work))
 		nic_reg_put(reg);	/* already queued: ours is not the last */
 
 	/* Any signal ends the wait; the fault goes on without a waiter. */
-	if (wait_event_interruptible(reg->fault_wq,
-				     nic_fault_resolved(reg, seq, &err)))
-		return -EINTR;
+	if (wait_for_completion_interruptible(&fault->done))
+		err = -EINTR;
+	else
+		err = fault->err;
+	nic_fault_put(fault);
 	return err;
 }
 
@@ -582,7 +631,7 @@ static int nic_dma(struct nic_reg *reg, bool write, u64 addr, u32 len,
 		   void *kbuf)
 {
 	struct odp_nic *nic = reg->nic;
-	struct odp_hmm_umem *umem = reg->umem;
+	struct odp_hmm_umem *umem = nic_umem(reg);
 	u64 first = (addr - reg->start) >> PAGE_SHIFT;
 	u64 end = ((addr + len - 1 - reg->start) >> PAGE_SHIFT) + 1;
 	/* A request of at most ODP_NIC_WORK_MAX_LEN bytes spans 2 pages. */
@@ -602,7 +651,7 @@ static int nic_dma(struct nic_reg *reg, bool write, u64 addr, u32 len,
 	}
 
 	odp_hmm_umem_lock(umem);
-	if (!nic_slots_ready(reg, first, end, write)) {
+	if (!nic_slots_ready(reg, umem, first, end, write)) {
 		odp_hmm_umem_unlock(umem);
 		ret = -EAGAIN;
 		goto out;
@@ -703,6 +752,7 @@ static struct nic_reg *nic_lookup(struct nic_file *f, u32 handle)
 
 static long nic_ioc_work(struct nic_file *f, void __user *uarg)
 {
+	struct odp_hmm_umem *umem;
 	struct odp_nic_work w;
 	struct nic_reg *reg;
 	void *kbuf = NULL;
@@ -720,6 +770,7 @@ static long nic_ioc_work(struct nic_file *f, void __user *uarg)
 	reg = nic_lookup(f, w.handle);
 	if (!reg)
 		return -ENOENT;
+	umem = nic_umem(reg);
 	ret = nic_span(reg, w.addr, w.length, &first, &end);
 	if (ret)
 		goto out;
@@ -742,9 +793,9 @@ static long nic_ioc_work(struct nic_file *f, void __user *uarg)
 			ret = -EBUSY;
 			break;
 		}
-		odp_hmm_umem_lock(reg->umem);
-		ready = nic_slots_ready(reg, first, end, write);
-		odp_hmm_umem_unlock(reg->umem);
+		odp_hmm_umem_lock(umem);
+		ready = nic_slots_ready(reg, umem, first, end, write);
+		odp_hmm_umem_unlock(umem);
 		if (!ready) {
 			/* A device page fault: resolve it, then retry. */
 			w.faults++;
@@ -782,6 +833,7 @@ out:
 static long nic_ioc_prefetch(struct nic_file *f, void __user *uarg)
 {
 	struct odp_nic_prefetch a;
+	struct odp_hmm_umem *umem;
 	unsigned int delay;
 	struct nic_reg *reg;
 	u64 first, end;
@@ -799,7 +851,8 @@ static long nic_ioc_prefetch(struct nic_file *f, void __user *uarg)
 	ret = nic_span(reg, a.addr, a.length, &first, &end);
 	if (ret)
 		goto put;
-	ret = odp_hmm_umem_prefetch(reg->umem, nic_page_addr(reg, first),
+	umem = nic_umem(reg);
+	ret = odp_hmm_umem_prefetch(umem, nic_page_addr(reg, first),
 				    (end - first) << PAGE_SHIFT,
 				    write ? ODP_HMM_MAP_WRITE : 0);
 	if (ret < 0)
@@ -807,9 +860,9 @@ static long nic_ioc_prefetch(struct nic_file *f, void __user *uarg)
 	delay = READ_ONCE(prefetch_delay_us);
 	if (delay)
 		usleep_range(delay, delay + delay / 4 + 1);
-	odp_hmm_umem_lock(reg->umem);
-	nic_fill(reg, first, end, write);
-	odp_hmm_umem_unlock(reg->umem);
+	odp_hmm_umem_lock(umem);
+	nic_fill(reg, umem, first, end, write);
+	odp_hmm_umem_unlock(umem);
 	nic_count(reg, NIC_PREFETCHES, 1);
 	ret = 0;
 put:
@@ -850,8 +903,8 @@ static long nic_ioc_register(struct nic_file *f, void __user *uarg)
 	atomic_set(&reg->inflight, 0);
 	init_waitqueue_head(&reg->inflight_wq);
 	spin_lock_init(&reg->fault_lock);
+	INIT_LIST_HEAD(&reg->faults);
 	INIT_WORK(&reg->fault_work, nic_fault_work);
-	init_waitqueue_head(&reg->fault_wq);
 	reg->slots = kvcalloc(reg->npages, sizeof(*reg->slots), GFP_KERNEL);
 	if (!reg->slots) {
 		kfree(reg);
@@ -874,8 +927,10 @@ static long nic_ioc_register(struct nic_file *f, void __user *uarg)
 	WRITE_ONCE(reg->umem, umem);
 	atomic64_inc(&nic->live_regs);
 
-	ret = xa_alloc(&f->regs, &handle, reg, xa_limit_31b, GFP_KERNEL);
-	if (ret) {
+	/* 1, 2, ...: a handle comes back only after 2^31 - 1 others. */
+	ret = xa_alloc_cyclic(&f->regs, &handle, reg, xa_limit_31b,
+			      &f->next_handle, GFP_KERNEL);
+	if (ret < 0) {
 		nic_reg_put(reg);
 		return ret;
 	}
@@ -909,6 +964,7 @@ static long nic_ioc_unregister(struct nic_file *f, void __user *uarg)
 
 static long nic_ioc_table(struct nic_file *f, void __user *uarg)
 {
+	struct odp_hmm_umem *umem;
 	struct odp_nic_slot *out;
 	struct odp_nic_table t;
 	struct nic_reg *reg;
@@ -932,19 +988,19 @@ static long nic_ioc_table(struct nic_file *f, void __user *uarg)
 		ret = -ENOMEM;
 		goto put;
 	}
-	odp_hmm_umem_lock(reg->umem);
+	umem = nic_umem(reg);
+	odp_hmm_umem_lock(umem);
 	for (i = 0; i < t.count; i++) {
 		struct nic_slot *slot = &reg->slots[t.first + i];
 		dma_addr_t dma;
 
 		out[i].dma_addr = slot->dma;
 		out[i].state = slot->state;
-		if (!odp_hmm_umem_dma_addr(reg->umem,
-					   nic_page_addr(reg, t.first + i),
+		if (!odp_hmm_umem_dma_addr(umem, nic_page_addr(reg, t.first + i),
 					   &dma, &out[i].odp_flags))
 			out[i].odp_dma_addr = dma;
 	}
-	odp_hmm_umem_unlock(reg->umem);
+	odp_hmm_umem_unlock(umem);
 	if (copy_to_user(u64_to_user_ptr(t.slots), out,
 			 array_size(t.count, sizeof(*out))))
 		ret = -EFAULT;
@@ -959,7 +1015,7 @@ static long nic_ioc_events(struct nic_file *f, void __user *uarg)
 	struct odp_nic_events e;
 	struct odp_nic_event *out;
 	struct nic_reg *reg;
-	u64 seq, oldest;
+	u64 seq, oldest, next;
 	long ret = 0;
 	u32 n = 0;
 
@@ -975,15 +1031,19 @@ static long nic_ioc_events(struct nic_file *f, void __user *uarg)
 		ret = -ENOMEM;
 		goto put;
 	}
-	odp_hmm_umem_lock(reg->umem);
+	odp_hmm_umem_lock(nic_umem(reg));
 	e.last_seq = reg->log_seq;
 	oldest = reg->log_seq > ODP_NIC_EVENTS_MAX ?
 		 reg->log_seq - ODP_NIC_EVENTS_MAX + 1 : 1;
-	e.lost = oldest > e.after + 1 ? oldest - e.after - 1 : 0;
-	for (seq = max(oldest, e.after + 1); seq <= reg->log_seq && n < e.count;
-	     seq++)
-		out[n++] = reg->log[seq % ODP_NIC_EVENTS_MAX];
-	odp_hmm_umem_unlock(reg->umem);
+	e.lost = 0;
+	/* No event comes after U64_MAX. */
+	if (!check_add_overflow(e.after, 1, &next)) {
+		e.lost = oldest > next ? oldest - next : 0;
+		for (seq = max(oldest, next);
+		     seq <= reg->log_seq && n < e.count; seq++)
+			out[n++] = reg->log[seq % ODP_NIC_EVENTS_MAX];
+	}
+	odp_hmm_umem_unlock(nic_umem(reg));
 	e.count = n;
 	if (copy_to_user(u64_to_user_ptr(e.events), out,
 			 array_size(n, sizeof(*out))) ||
@@ -1034,7 +1094,7 @@ static long nic_ioc_counters(struct nic_file *f, void __user *uarg)
 	if (reg) {
 		struct odp_hmm_stats s = { .version = ODP_HMM_ABI_VERSION };
 
-		odp_hmm_umem_stats(reg->umem, &s);
+		odp_hmm_umem_stats(nic_umem(reg), &s);
 		out.odp_faults = s.faults;
 		out.odp_pages_mapped = s.pages_mapped;
 		out.odp_pages_unmapped = s.pages_unmapped;
@@ -1117,6 +1177,12 @@ static int nic_release(struct inode *inode, struct file *file)
 	struct nic_reg *reg;
 	unsigned long handle;
 
+	/*
+	 * Under the gate: once the file is off the list, removal no longer
+	 * sees its registrations, so it must wait until their umems are
+	 * released (or handed to the fault work, which it flushes).
+	 */
+	down_read(&nic->gate);
 	mutex_lock(&nic->files_lock);
 	list_del(&f->node);
 	mutex_unlock(&nic->files_lock);
@@ -1125,6 +1191,7 @@ static int nic_release(struct inode *inode, struct file *file)
 		xa_erase(&f->regs, handle);
 		nic_reg_put(reg);
 	}
+	up_read(&nic->gate);
 	xa_destroy(&f->regs);
 	nic_put(nic);
 	kfree(f);
@@ -1257,8 +1324,10 @@ free:
 
 /*
  * Unbind: odp_hmm wants every registration released before the device goes.
- * The gate waits for the ioctls in progress and keeps new ones out; the
- * workqueue is flushed, so no fault runs; then every umem is released.
+ * The gate waits for the ioctls and file releases in progress and keeps new
+ * ones out; the workqueue is flushed, so no fault runs and the registrations
+ * only queued faults kept are gone; then every umem still on a file's table
+ * is released.
  */
 static void nic_remove(struct pci_dev *pdev)
 {

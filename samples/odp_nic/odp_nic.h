@@ -19,8 +19,8 @@
  *   ENOENT   unknown handle
  *   ERANGE   a work request, prefetch or table request outside its
  *            registration
- *   EFAULT   a user pointer cannot be accessed; a page cannot be faulted in
- *            (not mapped)
+ *   EFAULT   a user pointer cannot be accessed; a page of the work request
+ *            cannot be faulted in (not mapped)
  *   EPERM    a write work request on a read-only registration or mapping;
  *            RAW_READ without the module parameter debug_raw_dma=1 or
  *            CAP_SYS_RAWIO
@@ -29,6 +29,10 @@
  *            fault (odp_hmm)
  *   EINTR    a signal came while a work request waited for its page fault
  *            (the fault is resolved all the same, later)
+ *
+ * A work request's page fault covers the request's own pages only, and the
+ * request gets that fault's own result, whatever other requests fault
+ * meanwhile.
  *   EIO      the device did not finish a transfer in time (bus mastering is
  *            off from then on: rebind the device); or the device's table
  *            disagreed with odp_hmm at a DMA (a bug the sample checks for; it
@@ -78,7 +82,9 @@
  *		without the update lock, as a device with an asynchronous fence
  *		would); without it, one callback that zaps, and every DMA runs
  *		under the update lock (the fence is the lock).
- * @handle:	out: names the registration (1, 2, ...; per open file)
+ * @handle:	out: names the registration (1, 2, ... per open file; an
+ *		unregistered handle is given out again only after 2^31 - 1
+ *		others)
  * @reserved:	in: 0
  */
 struct odp_nic_register {
@@ -193,8 +199,12 @@ struct odp_nic_table {
  *		with that address); for ODP_NIC_EV_FINISH, how many pages
  *		odp_hmm still flagged ODP_HMM_PAGE_DMA_MAPPED (it reports
  *		ENOENT between the passes)
- * @pages_linked: pages of the range odp_hmm flagged ODP_HMM_PAGE_DMA_MAPPED
- *		at that moment: not unlinked yet
+ * @pages_linked: pages odp_hmm flagged ODP_HMM_PAGE_DMA_MAPPED at that
+ *		moment (not unlinked yet), among those the event looked up:
+ *		for a fill, the pages of the range; for a callback, the pages
+ *		whose slot was filled, and for ODP_NIC_EV_FINISH also those its
+ *		first pass emptied (the callbacks look up no other page: their
+ *		cost stays bounded by what the device had mapped)
  * @slots_zapped: slots the event emptied
  */
 struct odp_nic_event {
@@ -235,9 +245,12 @@ struct odp_nic_events {
  * @reserved:	in: 0
  * @work_requests: work requests that moved their bytes
  * @work_bytes:	bytes they moved
- * @faults_raised: page faults raised by work requests
- * @faults_resolved: fault work runs that mapped their pages
- * @fault_errors: fault work runs that failed
+ * @faults_raised: page faults raised by work requests (one per request
+ *		that found a slot empty, for the request's pages)
+ * @faults_resolved: of those, faults odp_hmm_umem_map_and_lock() resolved
+ * @fault_errors: of those, faults that failed (their request got the errno);
+ *		once no fault is queued, faults_raised is faults_resolved +
+ *		fault_errors
  * @slots_filled: slots filled by faults and prefetches
  * @invalidations: one-pass callbacks (and refused ones not counted)
  * @invalidate_starts: first passes
