@@ -147,8 +147,9 @@ boot_intel_cm() {
 	selftests_entry "VM: features (implicit ODP, async prefetch, userfaultfd, counters, test_odp-style traffic), backend=kernel" \
 		"backend=kernel" features
 	# The sample NIC driver of the in-kernel API (samples/odp_nic) on the second edu device, which
-	# the group's first test hands over with driver_override and its last unloads again.
-	selftests_entry "VM: sample NIC (odp_nic on a second edu: work requests, ordering, 10 s races one- and two-pass), backend=rust, intel-iommu caching-mode=on" \
+	# the group's first test hands over with driver_override and its last unloads again; the
+	# teardown does that if the group died half way, so that the demo starts clean.
+	ENTRY_TEARDOWN="bash $ODP_TOP/samples/odp_nic/guest-teardown.sh" selftests_entry "VM: sample NIC (odp_nic on a second edu: work requests, ordering, 10 s races one- and two-pass), backend=rust, intel-iommu caching-mode=on" \
 		- nic
 	entry "VM: demo (odpctl demo)" - "$ODP_TOP/target/release/odpctl demo"
 	boot --iommu intel-cm --topology nic
@@ -205,13 +206,6 @@ boot_p2p_refused() {
 	selftests_entry "VM: P2P refused (root complex, Intel CPU model)" - p2p-refused
 	boot --topology p2p-rc-intel
 }
-# The sample NIC driver of the in-kernel API (samples/odp_nic) on a second edu device, which the
-# group's first test hands over with driver_override and its last unloads again.
-vm_nic() {
-	step "VM: sample NIC (odp_nic on a second edu: work requests, ordering, 10 s races one- and two-pass), backend=rust, intel-iommu caching-mode=on" \
-		selftests nic --topology nic
-}
-
 steps() {
 	step "set-up (scripts/setup.sh)" "$ODP_TOP/scripts/setup.sh"
 	step "build (module, odpctl, selftests)" "$ODP_TOP/scripts/build.sh"
