@@ -101,7 +101,7 @@ for iommu in "${order[@]}"; do
 	log "running the benchmarks in the VM ($profile kernel, $iommu: ${modes[$iommu]}) into $out"
 	# tsc=reliable: under TCG the clocksource watchdog sees the TSC lag and may switch the guest
 	# to the HPET in the middle of a run, which changes what every timer read costs.
-	ODP_HMM_VM_TIMEOUT=$vm_timeout ODP_HMM_VM_TIME_FILE=$out/vm-time-$iommu \
+	ODP_HMM_ENTRY_TIMEOUT=$vm_timeout ODP_HMM_VM_TIME_FILE=$out/vm-time-$iommu \
 		"$ODP_TOP/scripts/vm-run.sh" --iommu "$iommu" --kernel "$kdir" --module "$module" \
 		--memory "$memory" --append tsc=reliable --rwdir "$out" -- \
 		"$ODP_TOP/target/release/odp_hmm_bench" "${args[@]}" --iommu "$iommu" \

@@ -23,6 +23,9 @@
 
 . "$(dirname "$0")/lib.sh"
 
+# Each line says how far into the step it is: under TCG some steps take minutes.
+log() { printf '[odp_hmm] [%4ss] %s\n' "$SECONDS" "$*" >&2; }
+
 krel=$(uname -r)
 version=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' "$ODP_TOP/dkms.conf")
 ko=/lib/modules/$krel/updates/dkms/odp_hmm.ko
@@ -60,10 +63,14 @@ shadow_dir() {
 	mkdir -p "$keep"
 	mount --bind "$d" "$keep"
 	mount -t tmpfs odp-install "$d"
+	# One ln for all of them: a process per entry costs minutes under TCG (/usr/share/doc has
+	# thousands).
+	local entries=()
 	for e in "$keep"/* "$keep"/.[!.]*; do
 		[ -e "$e" ] || [ -L "$e" ] || continue
-		ln -s "$e" "$d/"
+		entries+=("$e")
 	done
+	[ ${#entries[@]} = 0 ] || ln -s "${entries[@]}" "$d/"
 	renames_dirs "$d" || die "$d: directories still cannot be renamed"
 	log "$d: a tmpfs with links to its entries (the overlay cannot rename directories into it)"
 }
@@ -100,7 +107,7 @@ check_installed() {
 	grep -q '^alias: *pci:v00001234d000011E8sv\*sd\*bc\*sc\*i\*$' <<<"$info" ||
 		die "$ko has no modalias for the edu device"
 	modinfo odp_hmm | grep -E '^(filename|alias|vermagic|parm):'
-	echo "# dkms status"
+	log "dkms status"
 	dkms status
 }
 
@@ -140,10 +147,10 @@ install_deb() {
 		mkdir -p "$prebuilt_root"
 		in_guest_memory "$prebuilt_root" || die "$prebuilt_root is not the guest's own copy"
 		cp "$prebuilt" "$prebuilt_root/odp_hmm-$version.dkms.tar.gz"
-		echo "# prebuilt: $(basename "$prebuilt") in $prebuilt_root"
+		log "prebuilt: $(basename "$prebuilt") in $prebuilt_root"
 	fi
 
-	echo "# dpkg -i $(basename "$deb")"
+	log "dpkg -i $(basename "$deb")"
 	# The postinst builds (or loads) the module with DKMS and installs it; it hides the build's
 	# output, its make.log keeps it.
 	DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" ||
@@ -170,7 +177,7 @@ install_deb() {
 	loaded || die "udev did not load odp_hmm for $edu"
 	[ -e "/sys/bus/pci/drivers/odp_hmm_edu/$edu" ] || die "odp_hmm is loaded but not bound to $edu"
 	[ -c /dev/odp_hmm ] || die "no /dev/odp_hmm after the autoload"
-	echo "udev loaded odp_hmm for $edu: $(stat -c '%A %U:%G %n' /dev/odp_hmm)"
+	log "udev loaded odp_hmm for $edu: $(stat -c '%A %U:%G %n' /dev/odp_hmm)"
 	[ "$(stat -c '%a %U %G' /dev/odp_hmm)" = "660 root odp" ] ||
 		die "/dev/odp_hmm is $(stat -c '%a %U %G' /dev/odp_hmm), not 660 root odp (the udev rule)"
 	[ "$(cat /sys/module/odp_hmm/parameters/backend)" = kernel ] ||
@@ -183,7 +190,7 @@ install_deb() {
 	adduser nobody odp
 	out=$(runuser -u nobody -- "$odpctl" --json info alloc 1M register fault 0 64K snapshot 0 16 stats) ||
 		die "a member of the group odp could not register: $out"
-	echo "member: $(id nobody)"
+	log "member: $(id nobody)"
 	echo "$out"
 	/usr/bin/python3 - "$out" <<-'EOF' || die "the member's odpctl --json output is not what it did"
 		import json, sys
@@ -213,7 +220,7 @@ purge_deb() {
 	! loaded && [ ! -e /dev/odp_hmm ] || die "modprobe -r left odp_hmm loaded"
 	rm -f /etc/modprobe.d/odp-hmm-test.conf
 	rm -rf "$prebuilt_root"
-	echo "# dpkg --purge odp-hmm-dkms"
+	log "dpkg --purge odp-hmm-dkms"
 	DEBIAN_FRONTEND=noninteractive dpkg --purge odp-hmm-dkms
 	local left
 	left=$(ls -d /var/lib/dkms/odp_hmm /usr/src/odp_hmm-"$version" "$ko" \
@@ -222,7 +229,7 @@ purge_deb() {
 	! modinfo odp_hmm >/dev/null 2>&1 || die "modprobe still finds odp_hmm after the purge"
 	! dpkg -s odp-hmm-dkms >/dev/null 2>&1 || die "dpkg still knows odp-hmm-dkms after the purge"
 	[ -z "$(dkms status odp_hmm)" ] || die "dkms still lists odp_hmm: $(dkms status odp_hmm)"
-	echo "purged: no DKMS tree, sources, module, udev rule or modprobe.d file left; modinfo finds no odp_hmm"
+	log "purged: no DKMS tree, sources, module, udev rule or modprobe.d file left; modinfo finds no odp_hmm"
 }
 
 case "${1:-}" in

@@ -14,9 +14,16 @@
 //!
 //! - [`CURRENT`] (global mutex): which device is current. Nothing else is taken under it.
 //! - [`DmaDevice::engine`] (mutex): the copy engine and its buffer, held for a whole device copy.
-//!   Taken before a registration's lock (`odp_umem.rs`), never after.
+//!   Taken before a registration's lock (`odp_umem.rs`), never after. INFO does not take it
+//!   (it would wait for a copy in flight, up to `copy_timeout_ms`): it reads
+//!   [`DmaDevice::has_engine`], an atomic flag cleared when the engine is revoked.
 //! - [`DmaDevice::users`] (mutex): the registrations mapping for the device and whether it was
 //!   revoked. Nothing is taken under it: revocation takes the list out, then revokes each.
+
+use core::sync::atomic::{
+    AtomicBool,
+    Ordering, //
+};
 
 use kernel::{
     device, new_mutex, pci,
@@ -157,6 +164,8 @@ pub(crate) struct DmaDevice {
     /// The copy engine, when the device is an edu this module drives; `None` once revoked.
     #[pin]
     engine: Mutex<Option<Engine>>,
+    /// Whether `engine` holds an engine (set at creation, cleared when it is revoked).
+    has_engine: AtomicBool,
     #[pin]
     users: Mutex<Users>,
 }
@@ -165,11 +174,13 @@ impl DmaDevice {
     /// A DMA device for `pci`, with its copy engine if it has one.
     pub(crate) fn new(pci: ARef<pci::Device>, engine: Option<Engine>) -> Result<Arc<Self>> {
         let dev = DmaDev::new(pci.clone());
+        let has_engine = AtomicBool::new(engine.is_some());
         Arc::pin_init(
             try_pin_init!(Self {
                 dev,
                 pci,
                 engine <- new_mutex!(engine, "DmaDevice::engine"),
+                has_engine,
                 users <- new_mutex!(
                     Users {
                         revoked: false,
@@ -224,7 +235,9 @@ impl DmaDevice {
     /// Revokes every registration and the copy engine: nothing maps for or drives the device
     /// after this returns.
     fn revoke(&self) {
-        // Wait for a device copy in flight, and keep later ones out.
+        // INFO stops offering the engine first; then wait for a device copy in flight, and keep
+        // later ones out.
+        self.has_engine.store(false, Ordering::Relaxed);
         let engine = self.engine.lock().take();
         let users = {
             let mut users = self.users.lock();
@@ -241,7 +254,7 @@ impl DmaDevice {
     pub(crate) fn info(&self) -> uapi::Info {
         let location = Location::of(&self.pci);
         let mut flags = 0;
-        if self.engine.lock().is_some() {
+        if self.has_engine.load(Ordering::Relaxed) {
             flags |= uapi::INFO_COPY_ENGINE;
         }
         if self.dev.domain_type() == crate::bindings::ODP_HMM_DOMAIN_DMA

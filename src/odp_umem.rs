@@ -313,38 +313,67 @@ struct Inner {
 /// The pages of the two-pass invalidations whose first pass ran and whose second has not: the
 /// driver was told to zap them, but they stay linked until the second pass. Meanwhile the update
 /// lock is free, and a driver that takes it must not see them as reachable, or it would program
-/// its table with addresses that the second pass unlinks. One union of every pending range:
-/// hiding more pages for a while only makes the driver refault them, and `hmm_range_fault()`
-/// waits for the invalidations to end.
+/// its table with addresses that the second pass unlinks. Each pending invalidation is kept
+/// exactly, so that no other page is hidden from the driver: several can be between their passes
+/// at once (`MADV_DONTNEED` and the zap of a munmap hold the mmap lock only for reading). Past
+/// [`Self::EXACT`] of them the rest are kept as one span covering them all: hiding a page for a
+/// while only makes the driver refault it, and a fault waits for the invalidations to end.
 #[derive(Default)]
 struct Zapping {
-    /// Invalidations between their passes.
-    pending: usize,
-    /// Their pages, `first..end` (meaningful while `pending > 0`).
-    first: usize,
-    end: usize,
+    /// The pending invalidations' pages, `first..end` each, in `exact[..len]`.
+    exact: [(usize, usize); Zapping::EXACT],
+    len: usize,
+    /// Pending invalidations beyond those, and the span covering their pages (meaningful while
+    /// `overflow > 0`).
+    overflow: usize,
+    overflow_span: (usize, usize),
 }
 
 impl Zapping {
+    /// Pending invalidations kept exactly.
+    const EXACT: usize = 8;
+
     /// A first pass left pages `first..end` to its second pass.
     fn begin(&mut self, first: usize, end: usize) {
-        if self.pending == 0 {
-            (self.first, self.end) = (first, end);
+        if let Some(slot) = self.exact.get_mut(self.len) {
+            *slot = (first, end);
+            self.len += 1;
         } else {
-            (self.first, self.end) = (self.first.min(first), self.end.max(end));
+            let (f, e) = self.overflow_span;
+            self.overflow_span = if self.overflow == 0 {
+                (first, end)
+            } else {
+                (f.min(first), e.max(end))
+            };
+            self.overflow += 1;
         }
-        self.pending += 1;
     }
 
-    /// A second pass ran.
-    fn end(&mut self) {
-        self.pending = self.pending.saturating_sub(1);
+    /// The second pass of the invalidation whose first left pages `first..end` ran.
+    fn end(&mut self, first: usize, end: usize) {
+        let pending = &self.exact[..self.len];
+        if let Some(i) = pending.iter().position(|&r| r == (first, end)) {
+            self.len -= 1;
+            self.exact.swap(i, self.len);
+        } else {
+            // Kept in the overflow span (begin and end are paired by the notifier).
+            self.overflow = self.overflow.saturating_sub(1);
+        }
     }
 
     /// Whether page `idx` is being zapped.
     fn covers(&self, idx: usize) -> bool {
-        self.pending > 0 && (self.first..self.end).contains(&idx)
+        let within = |(first, end): (usize, usize)| (first..end).contains(&idx);
+        self.exact[..self.len].iter().any(|&r| within(r))
+            || (self.overflow > 0 && within(self.overflow_span))
     }
+}
+
+/// What the first pass of a two-pass invalidation leaves to its second: the pages the driver was
+/// told about, which it hears of again, the same, in the second pass.
+pub(crate) struct ZapPass {
+    first: usize,
+    end: usize,
 }
 
 /// A driver that keeps translations of a registration's pages of its own (the in-kernel API,
@@ -414,13 +443,16 @@ impl UmemState {
         }
     }
 
-    /// The user addresses of the pages an unmap of `range` unmaps, if the client must hear of
-    /// them.
-    fn client_range(&self, inner: &mut Inner, range: &PassRange) -> Option<(u64, u64)> {
+    /// The pages an unmap of `range` unmaps (whole link units), if the client must hear of them.
+    fn client_span(&self, inner: &mut Inner, range: &PassRange) -> Option<(usize, usize)> {
         self.client.as_ref()?;
         let span = self.span_of(range)?;
-        let (first, end) = inner.map.live().ok()?.unit_span(span.first, span.end);
-        Some((self.range.addr_of(first), self.range.addr_of(end)))
+        Some(inner.map.live().ok()?.unit_span(span.first, span.end))
+    }
+
+    /// The user addresses of pages `first..end`.
+    fn addrs(&self, (first, end): (usize, usize)) -> (u64, u64) {
+        (self.range.addr_of(first), self.range.addr_of(end))
     }
 
     /// Takes the update lock for invalidation `inv` (only tries when it must not sleep) and
@@ -441,14 +473,17 @@ impl UmemState {
 }
 
 impl Invalidate for UmemState {
+    type Pending = ZapPass;
+
     fn invalidate(&self, inv: &Invalidation<'_>) -> bool {
         let Some(mut inner) = self.lock_for(inv) else {
             return false;
         };
         let range = inv.pass_range();
-        if let (Some(client), Some((start, end))) =
-            (self.client.as_ref(), self.client_range(&mut inner, &range))
+        if let (Some(client), Some(span)) =
+            (self.client.as_ref(), self.client_span(&mut inner, &range))
         {
+            let (start, end) = self.addrs(span);
             if !client.invalidate(start, end, inv.blockable()) {
                 return false;
             }
@@ -457,7 +492,7 @@ impl Invalidate for UmemState {
         true
     }
 
-    fn invalidate_start(&self, inv: &Invalidation<'_>) -> FirstPass {
+    fn invalidate_start(&self, inv: &Invalidation<'_>) -> FirstPass<ZapPass> {
         let two_pass = self.client.as_ref().is_some_and(|c| c.two_pass());
         if !two_pass || !inv.blockable() {
             return FirstPass::Done(self.invalidate(inv));
@@ -466,19 +501,15 @@ impl Invalidate for UmemState {
             return FirstPass::Done(false);
         };
         let range = inv.pass_range();
-        match (self.client.as_ref(), self.client_range(&mut inner, &range)) {
-            (Some(client), Some((start, end))) => {
-                client.invalidate_start(start, end);
+        match (self.client.as_ref(), self.client_span(&mut inner, &range)) {
+            (Some(client), Some((first, end))) => {
+                let (start, end_addr) = self.addrs((first, end));
+                client.invalidate_start(start, end_addr);
                 // No fault can commit until the invalidation ends (`set_seq`), so the lock may
                 // go until the second pass; what a driver reads under it meanwhile must not
                 // offer these pages.
-                if let Some(span) = self.span_of(&range) {
-                    let (first, end) = inner.map.live().map_or((span.first, span.end), |map| {
-                        map.unit_span(span.first, span.end)
-                    });
-                    inner.zapping.begin(first, end);
-                }
-                FirstPass::Finish
+                inner.zapping.begin(first, end);
+                FirstPass::Finish(ZapPass { first, end })
             }
             _ => {
                 self.unmap(&mut inner, &range, true);
@@ -487,15 +518,18 @@ impl Invalidate for UmemState {
         }
     }
 
-    fn invalidate_finish(&self, range: &PassRange) {
+    fn invalidate_finish(&self, range: &PassRange, pass: ZapPass) {
         let mut inner = self.inner.lock();
-        if let (Some(client), Some((start, end))) =
-            (self.client.as_ref(), self.client_range(&mut inner, range))
-        {
+        // The driver hears the range of its first pass again, even if the registration was
+        // released in between (its notifier goes only after this pass): its shootdown ends here.
+        if let Some(client) = self.client.as_ref() {
+            let (start, end) = self.addrs((pass.first, pass.end));
             client.invalidate_finish(start, end);
         }
+        // What is still linked of the range: a subset of the first pass's units (pages are only
+        // unlinked in between).
         self.unmap(&mut inner, range, true);
-        inner.zapping.end();
+        inner.zapping.end(pass.first, pass.end);
     }
 }
 

@@ -80,9 +80,23 @@ struct odp_hmm_umem;
  *	held, in a context that may sleep (non-blockable invalidations use
  *	@invalidate instead).
  * @invalidate_finish: the second pass, once every notifier of the range ran
- *	its first: wait until the device stopped using [@start, @end). Called
- *	with the update lock held; may sleep. The pages are unlinked after it
- *	returns. Same memory and lock rules as @invalidate.
+ *	its first: wait until the device stopped using [@start, @end), the same
+ *	range as the first pass's. Called once for every @invalidate_start, even
+ *	if odp_hmm_umem_release() ran in between. Called with the update lock
+ *	held; may sleep. The pages are unlinked after it returns. Same memory and
+ *	lock rules as @invalidate, and more: it must not wait for a thread that
+ *	may be inside odp_hmm_umem_map_and_lock() or odp_hmm_umem_prefetch() on
+ *	this registration, since those wait for the invalidation to end.
+ *
+ * The update lock is free between the two passes, and several invalidations
+ * of one registration may be between their passes at once (another first pass,
+ * or a non-blockable @invalidate, can run in between): the callbacks of a
+ * two-pass registration are not serialized from start to finish. Meanwhile
+ * odp_hmm_umem_dma_addr() reports the pages of each pending range -ENOENT
+ * (with *@page_flags still ODP_HMM_PAGE_VALID | ODP_HMM_PAGE_DMA_MAPPED: they
+ * stay linked until the second pass), and odp_hmm_umem_map_and_lock() faults
+ * them again, which waits for the invalidation to end: nothing refills what a
+ * first pass zapped. Other pages are not affected.
  */
 struct odp_hmm_umem_ops {
 	bool (*invalidate)(void *priv, u64 start, u64 end, bool blockable);

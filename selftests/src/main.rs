@@ -5,14 +5,21 @@
 //! closing `N passed, N failed` line. The exit code is non-zero if any test failed.
 //!
 //! Usage: odp_hmm_selftests [GROUP...] [-k SUBSTRING]...  (a test runs if its name contains any)
-//!   GROUP: foundation, odp (default: both), lazy, robustness, features, p2p-host-bridge,
-//!   p2p-bus, p2p-refused, dma-device-param, dma-device-remove (each in its VM topology and module
-//!   arguments, see scripts/test.sh)
+//!   GROUP: foundation, odp (default: both), lazy, robustness, features, fuzz, p2p-host-bridge,
+//!   p2p-bus, p2p-refused, dma-device-param, dma-device-remove, nic (each in its VM topology and
+//!   module arguments, see scripts/test.sh)
+//!
+//! The `fuzz` group reads ODP_HMM_FUZZ_SEED (rerun a seed it printed), ODP_HMM_FUZZ_CALLS
+//! (default 100000) and ODP_HMM_FUZZ_COPIES (device copies that may reach the engine, default
+//! 300) from the environment.
 
 mod features;
 mod foundation;
+mod fuzz;
 mod ktap;
 mod limits;
+mod nic;
+mod nic_abi;
 mod odp;
 mod p2p;
 mod robustness;
@@ -38,9 +45,11 @@ fn group(name: &str) -> Option<Vec<&'static Test>> {
         "lazy" => &[units::LAZY],
         "robustness" => &[robustness::TESTS],
         "features" => &[features::TESTS],
+        "fuzz" => &[fuzz::TESTS],
         "p2p-host-bridge" => &[p2p::HOST_BRIDGE],
         "p2p-bus" => &[p2p::BUS],
         "p2p-refused" => &[p2p::REFUSED],
+        "nic" => &[nic::TESTS],
         _ => return None,
     };
     Some(parts.iter().flat_map(|p| p.iter().copied()).collect())

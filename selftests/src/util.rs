@@ -354,11 +354,6 @@ pub enum FaultLog {
     Unreportable,
 }
 
-/// When the last fault window closed: the IOMMU drivers rate-limit their fault messages (10 per
-/// 5 s, and VT-d spends two per fault), so a window that needs one waits for a fresh interval.
-static LAST_FAULT_WINDOW: std::sync::Mutex<Option<std::time::Instant>> =
-    std::sync::Mutex::new(None);
-
 /// Runs `f` between the markers that allow IOMMU faults in the kernel log, and waits (up to 5 s)
 /// until `model` has reported a fault at `dma_addr`, the first address `f` makes the device
 /// read. Where the model cannot report faults to the guest the window says so (the marker
@@ -375,24 +370,17 @@ pub fn expecting_iommu_fault<T>(
         Instant, //
     };
     let reports = model.reports_faults();
-    if reports {
-        let last = *LAST_FAULT_WINDOW.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(wait) = last.and_then(|t| Duration::from_millis(5500).checked_sub(t.elapsed()))
-        {
-            std::thread::sleep(wait);
-        }
-    }
     kmsg("expect iommu fault begin");
     if !reports {
         println!("# {model} reports no IOMMU faults to the guest: proving by content");
         kmsg("expect no iommu fault report");
     }
     let r = f();
+    let done = Instant::now();
     let mut log = FaultLog::Unreportable;
     if reports {
         log = FaultLog::Missing;
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
+        while done.elapsed() < Duration::from_secs(5) {
             let (_, dmesg) = sh("dmesg");
             let window = dmesg
                 .rsplit("odp_hmm-test: expect iommu fault begin")
@@ -405,10 +393,20 @@ pub fn expecting_iommu_fault<T>(
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    // Reports of the window's later reads may still be on their way (an interrupt, a virtqueue).
-    std::thread::sleep(Duration::from_millis(300));
+    // The IOMMU drivers rate-limit their fault messages (10 per 5 s, and VT-d spends two per
+    // fault): the window stays open until the last interval its faults began is over, so that a
+    // fault after it is reported (and fails the run) rather than suppressed. Where nothing is
+    // reported, reports of the window's later reads may still be on their way (an interrupt, a
+    // virtqueue).
+    let hold = if reports {
+        Duration::from_secs(6)
+    } else {
+        Duration::from_millis(300)
+    };
+    if let Some(wait) = hold.checked_sub(done.elapsed()) {
+        std::thread::sleep(wait);
+    }
     kmsg("expect iommu fault end");
-    *LAST_FAULT_WINDOW.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     (r, log)
 }
 

@@ -27,6 +27,9 @@ use crate::bindings as odp;
 
 /// What an [`IntervalNotifier`] calls when its range is about to change.
 pub(crate) trait Invalidate: Send + Sync {
+    /// What a first pass hands to its second pass.
+    type Pending: Send;
+
     /// Called before `inv.start()..inv.end()` of the address space changes.
     ///
     /// It must take the update lock, call [`Invalidation::set_seq`] under it, and stop the device
@@ -37,24 +40,24 @@ pub(crate) trait Invalidate: Send + Sync {
     /// The first pass of a two-pass invalidation (notifiers inserted with `two_pass`): as
     /// [`Self::invalidate`], but it may leave the rest to [`Self::invalidate_finish`], which the
     /// mm calls once every notifier of the range ran its first pass, before the range changes.
-    fn invalidate_start(&self, inv: &Invalidation<'_>) -> FirstPass {
+    fn invalidate_start(&self, inv: &Invalidation<'_>) -> FirstPass<Self::Pending> {
         FirstPass::Done(self.invalidate(inv))
     }
 
     /// The second pass, for what [`Self::invalidate_start`] left (it returned
-    /// [`FirstPass::Finish`]). It may sleep (the first pass of a non-blockable invalidation
-    /// never asks for one).
-    fn invalidate_finish(&self, _range: &PassRange) {}
+    /// [`FirstPass::Finish`] with `pending`): called exactly once for each such first pass. It
+    /// may sleep (the first pass of a non-blockable invalidation never asks for one).
+    fn invalidate_finish(&self, _range: &PassRange, _pending: Self::Pending) {}
 }
 
 /// What the first pass of a two-pass invalidation leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FirstPass {
+pub(crate) enum FirstPass<P> {
     /// Nothing: the invalidation is complete (`true`) or refused (`false`, as
     /// [`Invalidate::invalidate`] may refuse).
     Done(bool),
-    /// The second pass, [`Invalidate::invalidate_finish`], completes it.
-    Finish,
+    /// The second pass, [`Invalidate::invalidate_finish`], completes it, with this.
+    Finish(P),
 }
 
 /// The range of an invalidation, as the second pass sees it.
@@ -68,11 +71,13 @@ pub(crate) struct PassRange {
     pub(crate) event: Event,
 }
 
-/// The second pass of one invalidation: its link in the mm's list, and its range.
+/// The second pass of one invalidation: its link in the mm's list, its range, and what its first
+/// pass left it.
 #[repr(C)]
-struct Finish {
+struct Finish<P> {
     raw: bindings::mmu_interval_notifier_finish,
     range: PassRange,
+    pending: P,
 }
 
 /// Why a range is invalidated (`enum mmu_notifier_event`).
@@ -301,20 +306,22 @@ impl<T: Invalidate> IntervalNotifier<T> {
         let (node, inv) = unsafe { Self::callback_args(sub, range, cur_seq) };
         match node.data.invalidate_start(&inv) {
             FirstPass::Done(done) => done,
-            FirstPass::Finish => {
-                let pass = Finish {
-                    raw: pin_init::zeroed(),
-                    range: inv.pass_range(),
-                };
+            FirstPass::Finish(pending) => {
+                let range = inv.pass_range();
                 // Each invalidation needs its own second-pass record; the callback may run from
                 // reclaim, so the allocation may not sleep. Without one, finish now.
-                match KBox::new(pass, GFP_NOWAIT | __GFP_NOWARN) {
-                    Ok(pass) => {
+                match KBox::<Finish<T::Pending>>::new_uninit(GFP_NOWAIT | __GFP_NOWARN) {
+                    Ok(slot) => {
+                        let pass = slot.write(Finish {
+                            raw: pin_init::zeroed(),
+                            range,
+                            pending,
+                        });
                         // SAFETY: `finish` is valid for writes (the caller's guarantee); the mm
                         // hands the record back to `invalidate_finish_callback`, which frees it.
                         unsafe { *finish = KBox::into_raw(pass).cast() };
                     }
-                    Err(_) => node.data.invalidate_finish(&inv.pass_range()),
+                    Err(_) => node.data.invalidate_finish(&range, pending),
                 }
                 true
             }
@@ -328,13 +335,14 @@ impl<T: Invalidate> IntervalNotifier<T> {
     unsafe extern "C" fn invalidate_finish_callback(
         finish: *mut bindings::mmu_interval_notifier_finish,
     ) {
-        // SAFETY: `finish` came from `KBox::into_raw` of a `Finish` (whose first field it is, and
-        // `Finish` is `repr(C)`), and is handed back once.
-        let pass = unsafe { KBox::from_raw(finish.cast::<Finish>()) };
+        // SAFETY: `finish` came from `KBox::into_raw` of a `Finish<T::Pending>` (whose first field
+        // it is, and `Finish` is `repr(C)`), and is handed back once.
+        let pass = unsafe { KBox::from_raw(finish.cast::<Finish<T::Pending>>()) };
         // SAFETY: The mm set `notifier` to the notifier whose first pass made the record; it is
         // still inserted (removal waits for the invalidation to end).
         let node = unsafe { Self::node_of(pass.raw.notifier) };
-        node.data.invalidate_finish(&pass.range);
+        let Finish { range, pending, .. } = KBox::into_inner(pass);
+        node.data.invalidate_finish(&range, pending);
     }
 
     /// # Safety

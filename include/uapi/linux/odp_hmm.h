@@ -27,11 +27,14 @@
  * Errors (as -1 and errno):
  *   ENOTTY      unknown ioctl, or an argument size the module does not know
  *   EINVAL      malformed argument: unaligned address, zero or unaligned
- *               length, unknown flag bits, reserved field not zero
+ *               length, unknown flag bits, reserved field not zero, an
+ *               unknown @backend, a device copy from the device buffer to
+ *               itself
  *   EPROTONOSUPPORT  @version is 0 or newer than ODP_HMM_ABI_VERSION
  *   EOVERFLOW   address + length wraps or leaves the user address space
- *   EFAULT      the range is not (fully) backed by a mapping, or a user
- *               pointer cannot be accessed
+ *   EFAULT      the range is not (fully) backed by a mapping, or its pages
+ *               cannot be read (PROT_NONE, VM_IO); or a user pointer (the
+ *               argument structure, @pages) cannot be accessed
  *   ERANGE      a sub-range is not inside the registration it names
  *   ENOENT      unknown handle (also on a second unregister, and for a call
  *               that raced the unregister of its handle)
@@ -50,7 +53,7 @@
  *               access would make
  *   ENOMEM      kernel memory for the per-page state (8 or 16 bytes per 4 KiB
  *               page, charged to the caller's memory cgroup) or the IOVA
- *               space cannot be had
+ *               space cannot be had, or a call's working memory
  *   ESRCH       the registered address space has exited
  *   EOPNOTSUPP  the DMA device has no copy engine (see ODP_HMM_INFO_COPY_ENGINE);
  *               or, at registration, it cannot take HMM mappings (they would
@@ -182,7 +185,8 @@ struct odp_hmm_info {
  *		when it is registered (it may be unmapped later)
  * @backend:	in: ODP_HMM_BACKEND_*; out: the backend used
  * @dma_mode:	out: ODP_HMM_DMA_MODE_*
- * @handle:	out: names the registration in later calls; never 0
+ * @handle:	out: names the registration in later calls; never 0, and never
+ *		reused by the open file (an old handle stays unknown: ENOENT)
  * @iova_base:	out: DMA address of @addr in IOVA mode, else 0
  *
  * Nothing is faulted or mapped at registration: pages are mapped by
@@ -257,9 +261,11 @@ struct odp_hmm_unregister {
  *		are 0, and the result shows in STATS (@prefetched_pages,
  *		@prefetch_errors); unregister, close and exit cancel it. The
  *		call itself fails only for what it can check at once: EINVAL,
- *		ERANGE, ENOENT, EPERM (WRITE on a read-only registration),
- *		ENOMEM; the errno of the fault itself (EFAULT, EPERM, ...) is
- *		not reported, the prefetch is counted in @prefetch_errors
+ *		EOVERFLOW, ERANGE, ENOENT, EPERM (WRITE on a read-only
+ *		registration), ENOMEM (and the errors of any call: ENOTTY,
+ *		EPROTONOSUPPORT, EFAULT); the errno of the fault itself
+ *		(EFAULT, EPERM, ...) is not reported, the prefetch is counted
+ *		in @prefetch_errors
  * @handle:	in: the registration
  * @addr:	in: page-aligned start, inside the registration
  * @length:	in: page-aligned length, not 0, inside the registration
@@ -422,7 +428,8 @@ struct odp_hmm_stats {
 /**
  * struct odp_hmm_dma - let the device copy memory (ODP_HMM_IOC_DMA)
  * @version:	in: ODP_HMM_ABI_VERSION
- * @flags:	in: ODP_HMM_DMA_*; at most one of the SRC flags
+ * @flags:	in: ODP_HMM_DMA_*; at most one of the SRC flags, and not both
+ *		DEVBUF flags
  * @src_handle:	in: registration of the source (unless a SRC flag is set)
  * @src_addr:	in: user address in it, device-buffer offset, or raw IOVA
  * @dst_handle:	in: registration of the destination (unless DST_DEVBUF)

@@ -12,6 +12,7 @@ use std::{
 
 use odp_hmm_uapi::*;
 
+#[macro_use]
 mod common;
 
 fn header_dir() -> PathBuf {
@@ -23,25 +24,6 @@ fn c_values(body: &str) -> BTreeMap<String, u64> {
     let prelude = "#include <stdio.h>\n#include <stddef.h>\n#include \"uapi/linux/odp_hmm.h\"\n\
                    #define P(name, v) printf(\"%s %llu\\n\", name, (unsigned long long)(v))";
     common::values(&common::run_c(prelude, body, &[&header_dir()]))
-}
-
-macro_rules! check_struct {
-    ($c:ident, $rust:ident, $t:ident { $($f:ident),* $(,)? }) => {{
-        let mut body = format!("P(\"{0}.size\", sizeof(struct {0}));\n", stringify!($t));
-        $(body += &format!("P(\"{0}.{1}\", offsetof(struct {0}, {1}));\n", stringify!($t), stringify!($f));)*
-        $c += &body;
-        $rust.insert(format!("{}.size", stringify!($t)), size_of::<$t>() as u64);
-        $($rust.insert(format!("{}.{}", stringify!($t), stringify!($f)), offset_of!($t, $f) as u64);)*
-    }};
-}
-
-macro_rules! check_consts {
-    ($c:ident, $rust:ident, $($name:ident),* $(,)?) => {{
-        $(
-            $c += &format!("P(\"{0}\", {0});\n", stringify!($name));
-            $rust.insert(stringify!($name).to_string(), $name as u64);
-        )*
-    }};
 }
 
 #[test]

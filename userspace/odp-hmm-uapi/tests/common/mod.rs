@@ -54,3 +54,27 @@ pub fn values<T: FromStr>(out: &str) -> BTreeMap<String, T> {
         })
         .collect()
 }
+
+/// Adds to `$c` the C statements that print the size of `struct $t` and the offset of each
+/// field, and to `$rust` the Rust mirror's values under the same names.
+#[allow(unused_macros)]
+macro_rules! check_struct {
+    ($c:ident, $rust:ident, $t:ident { $($f:ident),* $(,)? }) => {{
+        let mut body = format!("P(\"{0}.size\", sizeof(struct {0}));\n", stringify!($t));
+        $(body += &format!("P(\"{0}.{1}\", offsetof(struct {0}, {1}));\n", stringify!($t), stringify!($f));)*
+        $c += &body;
+        $rust.insert(format!("{}.size", stringify!($t)), size_of::<$t>() as u64);
+        $($rust.insert(format!("{}.{}", stringify!($t), stringify!($f)), offset_of!($t, $f) as u64);)*
+    }};
+}
+
+/// Adds to `$c` the C statements that print each constant, and to `$rust` the Rust values.
+#[allow(unused_macros)]
+macro_rules! check_consts {
+    ($c:ident, $rust:ident, $($name:ident),* $(,)?) => {{
+        $(
+            $c += &format!("P(\"{0}\", {0});\n", stringify!($name));
+            $rust.insert(stringify!($name).to_string(), $name as u64);
+        )*
+    }};
+}
