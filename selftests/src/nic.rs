@@ -333,6 +333,22 @@ fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Binds `bdf` to odp_nic again after a test unbound it, and waits for its device file.
+fn rebind(bdf: &str) -> TestResult {
+    fs::write("/sys/bus/pci/drivers_probe", bdf)?;
+    let driver = driver_of(bdf);
+    check_eq!(
+        driver.as_deref(),
+        Some("odp_nic"),
+        "driver after the rebind"
+    );
+    check!(
+        wait_for(|| Nic::open().is_ok()),
+        "{ODP_NIC_DEVICE_PATH} did not come back"
+    );
+    Ok(())
+}
+
 /// odp_hmm's count of live registrations (every user of its API included).
 fn odp_live_registrations() -> Result<u64, Outcome> {
     Ok(Device::open()?.info()?.live_registrations)
@@ -1502,18 +1518,7 @@ fn unbind_racing_release() -> TestResult {
     println!(
         "# close of a file with {REGS} registrations raced the unbind ({took:?}): none was left once it returned"
     );
-    fs::write("/sys/bus/pci/drivers_probe", &bdf)?;
-    let driver = driver_of(&bdf);
-    check_eq!(
-        driver.as_deref(),
-        Some("odp_nic"),
-        "driver after the rebind"
-    );
-    check!(
-        wait_for(|| Nic::open().is_ok()),
-        "{ODP_NIC_DEVICE_PATH} did not come back"
-    );
-    Ok(())
+    rebind(&bdf)
 }
 
 /// Unbinding the device with a live registration releases it (odp_hmm wants that before the
@@ -1544,17 +1549,7 @@ fn unbind_with_live_registration() -> TestResult {
     );
     drop(nic);
 
-    fs::write("/sys/bus/pci/drivers_probe", &bdf)?;
-    let driver = driver_of(&bdf);
-    check_eq!(
-        driver.as_deref(),
-        Some("odp_nic"),
-        "driver after the rebind"
-    );
-    check!(
-        wait_for(|| Nic::open().is_ok()),
-        "{ODP_NIC_DEVICE_PATH} did not come back"
-    );
+    rebind(&bdf)?;
     let nic = Nic::open()?;
     let handle = nic.register(m.addr(), 2 * ps, RW, 0)?;
     let (got, w) = nic.read(handle, m.addr(), ps)?;
