@@ -214,7 +214,10 @@ enum Store {
 ///   address under a sequence number that was still current when it was mapped; the mm cannot
 ///   unmap or free it without invalidating the registration first, and the invalidation unmaps
 ///   it (under the update lock every method runs under). So it stays mapped in the registered
-///   address space as long as its word says `DMA_MAPPED`.
+///   address space as long as its word says `DMA_MAPPED`. In a pinned map (`pinned` is `Some`)
+///   the invalidations unmap nothing: the pin, which outlives every mapping of the map, keeps
+///   the page alive instead (the mm may unmap it; the device keeps the pinned page, as with any
+///   pinned registration).
 /// - Mapped pages form whole units, as recorded in their order fields (see `link_plan`).
 pub(crate) struct HmmDmaMap {
     dev: DmaDev,

@@ -992,13 +992,18 @@ impl OdpUmem {
             umem: inner.counters,
             ..Default::default()
         };
-        if let Some(mut map) = inner.map.revoke(why) {
+        let map = inner.map.revoke(why).map(|mut map| {
             // Under the lock: until the pages are unmapped, an invalidation must still wait for
             // them (once the slot is revoked it finds nothing to do).
             map.unmap_all();
             stats.map = map.counters();
-            drop(map);
-        }
+            map
+        });
+        // The map goes after the lock: a pinned map's unpin takes folio locks, and the mm calls
+        // our notifier (which takes the update lock) with a folio locked (KSM, reclaim,
+        // migration). Nothing is mapped any more, so nothing waits for the rest.
+        drop(inner);
+        drop(map);
         stats
     }
 }

@@ -59,7 +59,8 @@ pub(crate) struct PinnedPages {
 }
 
 // SAFETY: The value owns its pins and its array; nothing in it is tied to the task that made it
-// (`ib_umem_release()` unpins from any context too).
+// (`ib_umem_release()` unpins from another task too). Its drop sleeps (folio locks, `kvfree()`):
+// it is dropped in process context only, like every registration.
 unsafe impl Send for PinnedPages {}
 // SAFETY: Shared access only reads the page pointers.
 unsafe impl Sync for PinnedPages {}
@@ -170,12 +171,18 @@ impl PinnedPages {
 
 impl Drop for PinnedPages {
     fn drop(&mut self) {
-        if self.len > 0 {
+        // In chunks, with a chance to reschedule between them: a large registration has millions
+        // of pages.
+        let mut done = 0;
+        while done < self.len {
+            let n = (self.len - done).min(PIN_CHUNK);
             // SAFETY: The first `len` entries are pages this value pinned, once each (the type
-            // invariants); they are not used again.
+            // invariants); `done + n <= len`, and each chunk is unpinned once and not used again.
             unsafe {
-                bindings::unpin_user_pages_dirty_lock(self.pages.as_ptr(), self.len, self.dirty)
+                bindings::unpin_user_pages_dirty_lock(self.pages.as_ptr().add(done), n, self.dirty)
             };
+            done += n;
+            cond_resched();
         }
         // SAFETY: The charge of the pinned pages is undone here, once (the type invariants).
         unsafe { odp::odp_shim_pinned_vm_uncharge(self.mm.as_raw(), self.len) };
