@@ -453,6 +453,7 @@ fn one_call(sh: &Shared, area: &Area, t: usize, index: u64, prof: &mut Profile) 
                     writable: req.flags & ODP_HMM_ACCESS_WRITE != 0,
                     implicit,
                     dma_mode: out.dma_mode,
+                    pinned: out.backend == ODP_HMM_BACKEND_PINNED,
                 });
                 table.max_handle = table.max_handle.max(out.handle);
                 let mut recent = lock(&sh.recent);

@@ -216,10 +216,10 @@ pub(super) fn gen_register(rng: &mut Rng, ctx: &Ctx) -> Call {
     };
     let backend = match rng.below(100) {
         0..=59 => ODP_HMM_BACKEND_DEFAULT,
-        60..=89 => 1 + rng.below(4) as u32,
+        60..=89 => 1 + rng.below(5) as u32,
         _ => {
             let any = rng.u32();
-            rng.pick(&[5, u32::MAX, any])
+            rng.pick(&[ODP_HMM_BACKEND_PINNED + 1, u32::MAX, any])
         }
     };
     let req = odp_hmm_register {
@@ -256,10 +256,20 @@ pub(super) fn expect_register(req: &odp_hmm_register, ptr: Ptr, ctx: &Ctx) -> Ex
     if req.flags & ODP_HMM_ACCESS_READ == 0 {
         e.early(libc::EINVAL, "@flags: READ is required");
     }
-    if req.backend > ODP_HMM_BACKEND_NONE {
+    if req.backend > ODP_HMM_BACKEND_PINNED {
         e.early(libc::EINVAL, "@backend is not an ODP_HMM_BACKEND_*");
     }
     let implicit = req.flags & ODP_HMM_REGISTER_IMPLICIT != 0;
+    let pinned = req.backend == ODP_HMM_BACKEND_PINNED;
+    if implicit && pinned {
+        e.early(
+            libc::EINVAL,
+            "ODP_HMM_REGISTER_IMPLICIT with ODP_HMM_BACKEND_PINNED",
+        );
+    }
+    if pinned {
+        e.may(libc::ENOMEM, "pinned pages over RLIMIT_MEMLOCK");
+    }
     if !(implicit && req.addr == 0 && req.length == 0) {
         check_user_range(&mut e, ctx, req.addr, req.length);
     }
@@ -979,8 +989,10 @@ pub(super) fn check_output(
             if let Some(reg) = table.live.iter().find(|r| r.handle == req.handle) {
                 let npages = reg.len / ps;
                 let v1 = size_of_cmd(call.cmd) == ODP_HMM_STATS_SIZE_V1;
+                // A state word and at most a DMA address per page, and a page pointer if pinned.
+                let per_page = if reg.pinned { 24 } else { 16 };
                 if out.pages_now > npages
-                    || (!reg.implicit && out.bookkeeping_bytes > 16 * npages)
+                    || (!reg.implicit && out.bookkeeping_bytes > per_page * npages)
                     || (!reg.implicit
                         && reg.dma_mode == ODP_HMM_DMA_MODE_IOVA
                         && out.iova_bytes != reg.len)

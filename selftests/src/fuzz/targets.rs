@@ -14,6 +14,8 @@ pub(super) struct Reg {
     pub(super) writable: bool,
     pub(super) implicit: bool,
     pub(super) dma_mode: u32,
+    /// `ODP_HMM_BACKEND_PINNED`: a page pointer per page besides the state word.
+    pub(super) pinned: bool,
 }
 
 impl Reg {
