@@ -333,6 +333,31 @@ fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Maps page `page` of the memfd `fd` over the page at `addr` (`MAP_SHARED | MAP_FIXED`: the old
+/// page goes in the same step).
+///
+/// # Safety
+///
+/// `addr` is a page of a mapping the caller owns, and nothing holds a reference into that page.
+unsafe fn map_memfd_page(addr: u64, fd: i32, page: usize) -> io::Result<()> {
+    let ps = page_size();
+    // SAFETY: The caller owns the page at `addr` and holds no reference into it.
+    let r = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            ps,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd,
+            (page * ps) as libc::off_t,
+        )
+    };
+    if r == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Binds `bdf` to odp_nic again after a test unbound it, and waits for its device file.
 fn rebind(bdf: &str) -> TestResult {
     fs::write("/sys/bus/pci/drivers_probe", bdf)?;
@@ -1084,20 +1109,10 @@ impl Race<'_> {
             mark_page(qpage, TAG_POOL, id);
             let g = self.gens[p].load(SeqCst) + 1;
             self.history.lock().unwrap()[p].push(Content { lo: g, hi: g, id });
-            // SAFETY: Replaces one page of the window, which the test owns, with page `q` of the
-            // memfd; nothing in this process holds a reference into the window.
-            let r = unsafe {
-                libc::mmap(
-                    self.addr(p) as *mut libc::c_void,
-                    ps,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED | libc::MAP_FIXED,
-                    fd,
-                    (q * ps) as libc::off_t,
-                )
-            };
-            if r == libc::MAP_FAILED {
-                self.fail(format!("mmap: {}", io::Error::last_os_error()));
+            // SAFETY: Page `p` of the window, which the test owns; nothing in this process holds
+            // a reference into the window.
+            if let Err(e) = unsafe { map_memfd_page(self.addr(p), fd, q) } {
+                self.fail(format!("mmap: {e}"));
                 return;
             }
             self.gens[p].store(g, SeqCst);
@@ -1158,20 +1173,8 @@ fn race(two_pass: bool) -> TestResult {
             hi: 0,
             id: p,
         });
-        // SAFETY: Replaces page `p` of our own window with page `p` of the memfd.
-        let r = unsafe {
-            libc::mmap(
-                (window.addr() + (p * ps) as u64) as *mut libc::c_void,
-                ps,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                fd,
-                (p * ps) as libc::off_t,
-            )
-        };
-        if r == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error().into());
-        }
+        // SAFETY: Page `p` of our own window, which nothing references yet.
+        unsafe { map_memfd_page(window.addr() + (p * ps) as u64, fd, p) }?;
     }
     let flags = if two_pass { ODP_NIC_REG_TWO_PASS } else { 0 };
     // Prefetches take the update lock 3 ms after they mapped their page: if an invalidation
