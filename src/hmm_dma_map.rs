@@ -204,6 +204,18 @@ enum Store {
     Unmapped { states: StateArray<HmmPfn> },
 }
 
+impl Store {
+    /// This manager's state words and where it maps pages (the Rust manager and the legacy
+    /// design); `None` for the kernel's map and for one that maps nothing.
+    fn own(&mut self) -> Option<(&mut [HmmPfn], Sink<'_>)> {
+        match self {
+            Store::Iova { states, window } => Some((&mut states[..], Sink::Iova(window))),
+            Store::Map { states, addrs } => Some((&mut states[..], Sink::Map(addrs.as_mut()))),
+            Store::Kernel(_) | Store::Unmapped { .. } => None,
+        }
+    }
+}
+
 /// The DMA mapping state of one registration.
 ///
 /// # Invariants
@@ -734,11 +746,7 @@ impl HmmDmaMap {
         want_write: bool,
         done: &mut Committed,
     ) -> Option<Result> {
-        let (states, sink) = match &mut self.store {
-            Store::Iova { states, window } => (states, Sink::Iova(window)),
-            Store::Map { states, addrs } => (states, Sink::Map(addrs.as_mut())),
-            Store::Kernel(_) | Store::Unmapped { .. } => return None,
-        };
+        let (states, sink) = self.store.own()?;
         let state = states.get_mut(idx)?;
         let new = HmmPfn::from_raw(word);
         if state.is_dma_mapped() || !new.is_valid() || new.is_error() || params::dma_call_timers() {
@@ -810,11 +818,7 @@ impl HmmDmaMap {
             pinned,
             ..
         } = self;
-        let (states, sink) = match store {
-            Store::Iova { states, window } => (&mut states[..], Sink::Iova(window)),
-            Store::Map { states, addrs } => (&mut states[..], Sink::Map(addrs.as_mut())),
-            Store::Kernel(_) | Store::Unmapped { .. } => return None,
-        };
+        let (states, sink) = store.own()?;
         let ops = DmaOps {
             dev,
             sink,
